@@ -1,0 +1,283 @@
+"""The one source of truth for every hyperparameter and run setting.
+
+``Config`` holds the defaults (the seed notebook's recipe on the canonical Nanda et al.
+task); the CLI builds one flag per field from it, the Python API takes it directly, and
+``docs/config.md`` is generated from it. Presets are named partial configs.
+
+All validation lives here: :func:`validate` raises :class:`ConfigError`, whose message is
+one line naming the field and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .data import OPERATIONS, group_size, is_prime
+
+MAX_P = 1000  # p^2 pairs of 3 tokens; beyond this the full-batch table stops fitting anywhere
+
+
+class ConfigError(ValueError):
+    """Bad configuration: ``str(err)`` is a one-line message naming the field."""
+
+    def __init__(self, field_name: str, message: str):
+        self.field = field_name
+        super().__init__(f"{field_name}: {message}")
+
+
+def _f(default: Any, help: str, choices: tuple | None = None, min: float | None = None,
+       max: float | None = None, min_open: bool = False, max_open: bool = False,
+       optional: bool = False, group: str = "training") -> Any:
+    meta = dict(help=help, choices=choices, min=min, max=max, min_open=min_open,
+                max_open=max_open, optional=optional, group=group)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    # --- task -------------------------------------------------------------------------
+    op: str = _f("add", "binary operation (see `grokking ops`)", choices=None, group="task")
+    p: int = _f(113, "modulus / number of residues (S5 operations ignore it: 120 permutations)",
+                min=2, max=MAX_P, group="task")
+    frac: float = _f(0.3, "fraction of all pairs used for training", min=0.0, max=1.0,
+                     min_open=True, max_open=True, group="task")
+    seed: int = _f(0, "seed for the split, the initial weights and the data order", min=0,
+                   max=2**31 - 1, group="task")
+    split: str = _f("seed", "'seed': the seed notebook's gen_train_test (same pairs, same order); "
+                    "'random': a torch permutation of the valid pairs", choices=("seed", "random"),
+                    group="task")
+    # --- model ------------------------------------------------------------------------
+    n_layers: int = _f(1, "transformer blocks", min=1, max=64, group="model")
+    d_model: int = _f(128, "residual stream width", min=1, max=8192, group="model")
+    n_heads: int = _f(4, "attention heads", min=1, max=256, group="model")
+    d_head: int = _f(0, "width of each head; 0 means d_model // n_heads", min=0, max=8192, group="model")
+    d_mlp: int = _f(512, "MLP hidden width", min=1, max=65536, group="model")
+    act: str = _f("relu", "MLP activation", choices=("relu", "gelu"), group="model")
+    layernorm: bool = _f(False, "pre-LayerNorm before attention, MLP and unembed (the seed has none)",
+                         group="model")
+    # --- optimisation -----------------------------------------------------------------
+    optimizer: str = _f("adamw", "optimizer; 'muon' uses Muon for hidden matrices and AdamW for the rest, "
+                        "'orthoadamw' is AdamW on gradients orthogonalised to the weights",
+                        choices=("adamw", "adam", "sgd", "muon", "orthoadamw"))
+    lr: float = _f(1e-3, "peak learning rate", min=0.0, max=100.0, min_open=True)
+    weight_decay: float = _f(1.0, "decoupled weight decay (AdamW-style; L2 for adam/sgd)", min=0.0, max=1e4)
+    beta1: float = _f(0.9, "Adam beta1", min=0.0, max=1.0, max_open=True)
+    beta2: float = _f(0.98, "Adam beta2", min=0.0, max=1.0, max_open=True)
+    eps: float = _f(1e-8, "Adam epsilon", min=0.0, max=1.0, min_open=True)
+    momentum: float = _f(0.9, "momentum for sgd and muon", min=0.0, max=1.0, max_open=True)
+    muon_lr: float = _f(0.02, "Muon learning rate for the hidden matrices", min=0.0, max=100.0, min_open=True)
+    warmup_steps: int = _f(10, "linear learning-rate warm-up, in optimiser steps (lr = lr * min(step/warmup, 1))",
+                           min=0, max=10**9)
+    grad_clip: float = _f(0.0, "clip the global gradient norm to this value; 0 disables", min=0.0, max=1e9)
+    batch_size: int = _f(0, "examples per optimiser step; 0 means full batch (the seed)", min=0, max=10**9)
+    epochs: int = _f(25000, "maximum number of epochs (passes over the training set)", min=0, max=10**9)
+    max_steps: int = _f(0, "stop after this many optimiser steps; 0 means no step budget", min=0, max=10**12)
+    loss: str = _f("ce", "'ce': float64 cross-entropy (the seed); 'stablemax': StableMax cross-entropy "
+                   "(Prieto et al. 2025)", choices=("ce", "stablemax"))
+    grokfast: str = _f("none", "Grokfast gradient filter (Lee et al. 2024)", choices=("none", "ema", "ma"))
+    grokfast_alpha: float = _f(0.98, "Grokfast-EMA momentum", min=0.0, max=1.0, max_open=True)
+    grokfast_lamb: float = _f(2.0, "Grokfast amplification of the slow gradient", min=0.0, max=1e3)
+    grokfast_window: int = _f(100, "Grokfast-MA window, in steps", min=1, max=10**6)
+    # --- loop, logging, stopping ------------------------------------------------------
+    eval_every: int = _f(10, "evaluate train/test loss and accuracy every N epochs", min=1, max=10**9,
+                         group="loop")
+    checkpoint_every: int = _f(500, "save a weights snapshot every N epochs (0: only at the end)", min=0,
+                               max=10**9, group="loop")
+    checkpoint_log: int = _f(20, "extra log-spaced weight snapshots over the first decades of epochs "
+                             "(0: none), for progress measures", min=0, max=10**4, group="loop")
+    stop_at_test_acc: float | None = _f(None, "end the run at the first evaluation with test accuracy >= X",
+                                        min=0.0, max=1.0, optional=True, group="loop")
+    stop_at_test_loss: float | None = _f(None, "end the run at the first evaluation with test loss <= X",
+                                         min=0.0, max=1e9, optional=True, group="loop")
+    device: str = _f("auto", "where to train: auto (cuda if available), cpu or cuda",
+                     choices=("auto", "cpu", "cuda"), group="loop")
+    fast: bool = _f(True, "use the fast last-position training path where the model allows it", group="loop")
+    compile: bool = _f(False, "torch.compile the fast path (falls back if compilation fails)", group="loop")
+    tensorboard: bool = _f(False, "also write TensorBoard event files (needs the 'monitor' extra)", group="loop")
+    wandb: bool = _f(False, "also log to Weights & Biases, offline mode (needs the 'monitor' extra)", group="loop")
+    report: bool = _f(True, "write report.html at the end of the run", group="loop")
+
+    # ------------------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.d_head or self.d_model // self.n_heads
+
+    @property
+    def n_classes(self) -> int:
+        return group_size(self.op, self.p)
+
+    @property
+    def d_vocab(self) -> int:
+        return self.n_classes + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "Config":
+        return from_dict({**self.to_dict(), **changes})
+
+    def key(self) -> str:
+        """Stable short hash of the fields that change results (not the device)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# Fields that choose where/how fast a run executes, not what it computes.
+RUNTIME_FIELDS = frozenset({"device", "fast", "compile", "tensorboard", "wandb", "report"})
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(Config)}
+
+
+def field_type(name: str) -> type:
+    default = FIELDS[name].default
+    if name in ("stop_at_test_acc", "stop_at_test_loss"):
+        return float
+    return type(default)
+
+
+# --- presets ---------------------------------------------------------------------------
+PRESETS: dict[str, dict[str, Any]] = {
+    # Nanda et al. 2023 / the seed notebook: 1 layer, full batch, AdamW 1e-3, wd 1, p=113, 30%.
+    "nanda": {},
+    # Power et al. 2022, Appendix A.1: 2 layers, width 128, 4 heads, AdamW lr 1e-3,
+    # betas (0.9, 0.98), 10 warm-up steps, mini-batches of 512, weight decay 1 (their best,
+    # Fig. 2), p=97, a budget of optimisation steps (the paper: 1e5; ours is 1e4 on a CPU).
+    "power": {"n_layers": 2, "p": 97, "batch_size": 512, "weight_decay": 1.0, "epochs": 10**9,
+              "max_steps": 10_000, "eval_every": 10, "split": "random", "frac": 0.5},
+    # Fastest recipe measured in docs/acceleration.md (see `grokking bench` and the sweep file
+    # sweeps/acceleration.toml). Filled from measurements; the seed model, only the optimiser changes.
+    "fast": {"lr": 1e-2, "epochs": 2000, "stop_at_test_acc": None},
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    meta = FIELDS[name].metadata
+    want = field_type(name)
+    if value is None or (meta["optional"] and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        if meta["optional"]:
+            return None
+        raise ConfigError(name, f"must be a {want.__name__}, got {value!r}")
+    if want is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.strip().lower() in ("true", "1", "yes", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(name, f"must be true or false, got {value!r}")
+    if want is int:
+        if isinstance(value, bool):
+            raise ConfigError(name, f"must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.replace("_", "")) if any(c in value for c in ".eE") else int(value.replace("_", ""))
+            except ValueError:
+                number = None
+            if isinstance(number, int) or (isinstance(number, float) and math.isfinite(number) and number.is_integer()):
+                return int(number)
+        raise ConfigError(name, f"must be an integer, got {value!r}")
+    if want is float:
+        if isinstance(value, bool):
+            raise ConfigError(name, f"must be a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(name, f"must be a finite number, got {value!r}")
+        return number
+    if not isinstance(value, str):
+        raise ConfigError(name, f"must be a string, got {value!r}")
+    return value
+
+
+def validate(cfg: Config) -> Config:
+    """Check every field and the relations between them; return ``cfg`` or raise ConfigError."""
+    for name, f in FIELDS.items():
+        value = getattr(cfg, name)
+        meta = f.metadata
+        if value is None:
+            if not meta["optional"]:
+                raise ConfigError(name, "must be set")
+            continue
+        choices = tuple(OPERATIONS) if name == "op" else meta["choices"]
+        if choices is not None and value not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}; got {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi = meta["min"], meta["max"]
+            if lo is not None and (value < lo or (meta["min_open"] and value == lo)):
+                raise ConfigError(name, f"must be {'>' if meta['min_open'] else '>='} {lo}; got {value}")
+            if hi is not None and (value > hi or (meta["max_open"] and value == hi)):
+                raise ConfigError(name, f"must be {'<' if meta['max_open'] else '<='} {hi}; got {value}")
+    if OPERATIONS[cfg.op].needs_prime and not is_prime(cfg.p):
+        raise ConfigError("p", f"operation {cfg.op!r} needs a prime p (modular inverse); got {cfg.p}")
+    if cfg.d_head == 0 and cfg.d_model % cfg.n_heads:
+        raise ConfigError("d_model", f"must be divisible by n_heads={cfg.n_heads} (or set d_head); got {cfg.d_model}")
+    n_pairs = cfg.n_classes ** 2
+    if int(cfg.frac * n_pairs) < 1 or int(cfg.frac * n_pairs) >= n_pairs - (cfg.n_classes if cfg.op == "divide" else 0):
+        raise ConfigError("frac", f"leaves an empty train or test set for {n_pairs} pairs; got {cfg.frac}")
+    if cfg.epochs == 0 and cfg.max_steps == 0:
+        pass  # an evaluation-only run of the initial weights is allowed
+    return cfg
+
+
+def from_dict(d: dict[str, Any], base: Config | None = None) -> Config:
+    """Build a validated Config from a (possibly partial) mapping; unknown keys are errors."""
+    values = (base or Config()).to_dict()
+    for key, value in d.items():
+        name = key.replace("-", "_")
+        if name not in FIELDS:
+            raise ConfigError(key, f"unknown config field (known: {', '.join(FIELDS)})")
+        values[name] = _coerce(name, value)
+    return validate(Config(**values))
+
+
+def preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}; got {name!r}")
+    return dict(PRESETS[name])
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file into a mapping (validated later by from_dict)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError("config", f"cannot read {path}: {err.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError("config", f"{path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: "
+                          f"{str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{path} must hold a table of fields")
+    return data
+
+
+def markdown_table() -> str:
+    """The reference table in docs/config.md (regenerate with `grokking config --markdown`)."""
+    rows = ["| field | default | allowed | meaning |", "|---|---|---|---|"]
+    for name, f in FIELDS.items():
+        meta = f.metadata
+        choices = tuple(OPERATIONS) if name == "op" else meta["choices"]
+        if choices:
+            allowed = ", ".join(choices)
+        elif field_type(name) is bool:
+            allowed = "true, false"
+        else:
+            lo = "" if meta["min"] is None else f"{'>' if meta['min_open'] else '>='} {meta['min']:g}"
+            hi = "" if meta["max"] is None else f"{'<' if meta['max_open'] else '<='} {meta['max']:g}"
+            allowed = ", ".join(x for x in (lo, hi) if x) + (" or none" if meta["optional"] else "")
+        rows.append(f"| `{name}` | `{f.default}` | {allowed} | {meta['help']} |")
+    return "\n".join(rows)
