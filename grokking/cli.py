@@ -174,7 +174,8 @@ def build_parser() -> Parser:
             if err.name != f"grokking.{module}":
                 raise
             continue
-        mod.add_cli(sub)
+        if hasattr(mod, "add_cli"):
+            mod.add_cli(sub)
     return parser
 
 

@@ -220,6 +220,9 @@ class Trainer:
         self.resumed = False
         self._train_step = self._make_train_step()
         self.snapshot_at = snapshot_epochs(cfg)
+        if self.out is not None and (cfg.tensorboard or cfg.wandb):
+            from .monitor import make_callbacks  # optional extras; a clear ImportError names them
+            self.callbacks = [*self.callbacks, *make_callbacks(cfg, Path(self.out))]
 
     # ------------------------------------------------------------------------------------------
     def _loss(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -421,7 +424,16 @@ class Trainer:
         if self.out:
             from .plots import plot_run
             plot_run(self.out)
+            if cfg.report:
+                self._write_report()
         return self.summary
+
+    def _write_report(self) -> None:
+        try:
+            from .report import write_report
+        except ModuleNotFoundError:  # TODO(integration): report.py lands with the reports issue
+            return
+        write_report(self.out)
 
     def _progress_bar(self):
         if not self.progress:
