@@ -1,0 +1,98 @@
+"""The fast training path computes the seed model's loss and gradients exactly."""
+import pytest
+import torch
+
+from grokking.config import Config
+from grokking.data import make_dataset
+from grokking.fast import hooked_last_position_logits, last_position_logits, unsupported_reason
+from grokking.methods import loss_function
+from grokking.model import Transformer
+from grokking.train import Trainer
+
+CONFIGS = [
+    {},
+    {"layernorm": True},
+    {"act": "gelu"},
+    {"d_head": 16},
+    {"n_heads": 1},
+    {"op": "divide", "p": 31},
+    {"op": "perm_xy"},
+    {"loss": "stablemax"},
+    {"layernorm": True, "act": "gelu", "d_model": 64, "n_heads": 8, "d_mlp": 128},
+]
+
+
+def perturbed(model: Transformer) -> Transformer:
+    # Non-trivial biases and LayerNorm gains, so every parameter's gradient is exercised.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith((".b_in", ".b_out", ".w", ".b")):
+                p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("changes", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "seed")
+def test_fast_path_matches_hooked_loss_and_gradients(changes):
+    cfg = Config().replace(**{"p": 23, "d_model": 32, "d_mlp": 64, **changes})
+    model = perturbed(Transformer(cfg, seed=3))
+    ds = make_dataset(cfg.op, cfg.p, 0.5, 0)
+    tokens, labels = ds.split("train")
+    loss_fn = loss_function(cfg)
+    results = []
+    for fn in (last_position_logits, hooked_last_position_logits):
+        loss = loss_fn(fn(model, tokens[:, 0], tokens[:, 1]), labels)
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        results.append((loss, grads))
+    (fast_loss, fast_grads), (ref_loss, ref_grads) = results
+    assert fast_loss.dtype == torch.float64
+    assert abs(fast_loss.item() - ref_loss.item()) < 1e-6 * max(1.0, abs(ref_loss.item()))
+    for (name, _), g_fast, g_ref in zip(model.named_parameters(), fast_grads, ref_grads):
+        scale = g_ref.abs().max().item() + 1e-12
+        assert (g_fast - g_ref).abs().max().item() < 1e-4 * scale, name
+
+
+def test_canonical_config_trains_on_the_fast_path(tmp_path):
+    trainer = Trainer(Config(epochs=1, checkpoint_log=0, report=False), tmp_path / "run", progress=False)
+    assert trainer.logits_fn is last_position_logits
+    trainer.run()
+    import json
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training_path"] == "fast"
+
+
+def test_unsupported_configs_fall_back_to_the_hooked_model():
+    cfg = Config(n_layers=2)
+    assert unsupported_reason(cfg) is not None
+    trainer = Trainer(cfg.replace(p=11, d_model=16, d_mlp=16), None, progress=False)
+    assert trainer.logits_fn is hooked_last_position_logits
+    assert Trainer(Config(p=11, fast=False), None, progress=False).logits_fn is hooked_last_position_logits
+
+
+def test_trainer_reproduces_the_seed_loop(seed_reference):
+    """Fifteen full-batch AdamW steps (through the warm-up) from the same init on the same split."""
+    ref, P = seed_reference, 37
+    torch.manual_seed(0)
+    model = ref.Transformer(d_vocab=P + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(step / 10, 1))
+    import random
+    pairs = [(i, j, P) for i in range(P) for j in range(P)]
+    random.seed(0)
+    random.shuffle(pairs)
+    train = pairs[: int(0.3 * len(pairs))]
+    tokens = torch.tensor(train)
+    labels = torch.tensor([(i + j) % P for i, j, _ in train])
+    ref_losses = []
+    for _ in range(15):
+        loss = ref.cross_entropy_high_precision(model(tokens)[:, -1], labels)
+        ref_losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+    trainer = Trainer(Config(p=P, epochs=14, eval_every=1, checkpoint_log=0, report=False), None, progress=False)
+    trainer.run()
+    ours = [r["train_loss"] for r in trainer.records]
+    assert len(ours) == 15
+    for epoch, (a, b) in enumerate(zip(ours, ref_losses)):
+        assert abs(a - b) < 1e-5 * b, (epoch, a, b)
