@@ -16,6 +16,8 @@ import json
 import os
 import pickle
 import tempfile
+import time
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +54,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _test_slow_write()
         os.replace(tmp, path)
     except BaseException:
         with _suppress():
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _test_slow_write() -> None:
+    """Test hook: ``GROKKING_TEST_SLOW_WRITE=SECONDS`` sleeps between writing the temporary
+    file and renaming it, so tests can kill a process in the middle of a checkpoint write."""
+    delay = os.environ.get("GROKKING_TEST_SLOW_WRITE")
+    if delay:
+        try:
+            time.sleep(max(float(delay), 0.0))
+        except ValueError:
+            pass
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -124,13 +138,19 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         extra = header.get("__metadata__") or {}
         meta_json, expected = extra["grokking"], extra["sha256"]
         meta = json.loads(meta_json)
-    except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        if not isinstance(meta, dict):
+            raise TypeError("metadata is not a JSON object")
+    except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError,
+            RecursionError) as err:
         raise CheckpointError(f"checkpoint {path} is truncated or not a grokking checkpoint ({type(err).__name__})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} has unknown format {meta.get('format')!r}")
     if _digest(tensors, meta_json) != expected:
         raise CheckpointError(f"checkpoint {path} failed its SHA-256 check: the file was modified or corrupted")
-    return tensors, meta
+    # safetensors' tensors are views into read-only bytes objects at arbitrary (16-byte)
+    # alignment; own, writable, allocator-aligned copies make a resumed optimiser state live
+    # in memory like a fresh one (BLAS kernels may pick code paths by alignment).
+    return {k: v.clone() for k, v in tensors.items()}, meta
 
 
 def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
@@ -161,11 +181,20 @@ def torch_load_safely(path: str | Path) -> Any:
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error, if any, says enough
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe pickle"
-        raise CheckpointError(f"refused to load {path}: it needs arbitrary code to unpickle ({first[:160]})") from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        # torch's message is a paragraph of advice; keep the line that names the refused global
+        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else "")
+        reason = reason.replace("WeightsUnpickler error: ", "").split(". Please use")[0]
+        raise CheckpointError(f"refused to load {path}: unpickling it would run code, which is never allowed "
+                              f"({reason[:160] or 'unsafe pickle'})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError) as err:
+        raise CheckpointError(f"cannot load {path}: truncated or not a PyTorch checkpoint ({type(err).__name__})") from None
+    except Exception as err:  # noqa: BLE001 - weights_only ran no code; any other parse failure (IndexError
+        # on a truncated legacy pickle, struct.error, ...) is a damaged file
         raise CheckpointError(f"cannot load {path}: truncated or not a PyTorch checkpoint ({type(err).__name__})") from None
 
 
@@ -205,6 +234,18 @@ def last_checkpoint(run_dir: str | Path) -> Path:
     return snaps[-1][1]
 
 
+def checked_split(tensors: dict[str, torch.Tensor], n_pairs: int, where: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``split.train_idx``/``split.test_idx`` tensors of a checkpoint, checked to index ``n_pairs`` rows."""
+    try:
+        train_idx, test_idx = tensors["split.train_idx"], tensors["split.test_idx"]
+    except KeyError as missing:
+        raise CheckpointError(f"{where}: no {missing} tensor") from None
+    for idx in (train_idx, test_idx):
+        if idx.dtype != torch.int64 or idx.ndim != 1 or (idx.numel() and (idx.min() < 0 or idx.max() >= n_pairs)):
+            raise CheckpointError(f"{where}: its stored train/test split does not fit the task ({n_pairs} pairs)")
+    return train_idx, test_idx
+
+
 def _build(cfg: Config, state: dict[str, torch.Tensor], where: Path) -> Transformer:
     model = Transformer(cfg)
     try:
@@ -232,10 +273,12 @@ def load_model(path: str | Path, **overrides: Any) -> Loaded:
         cfg = from_dict({**meta["config"], **overrides})
     except ConfigError as err:
         raise CheckpointError(f"{path}: bad config in metadata or overrides ({err})") from None
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{path}: no config in its metadata") from None
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     dataset = make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split)
     if "split.train_idx" in tensors:
-        dataset.train_idx, dataset.test_idx = tensors["split.train_idx"], tensors["split.test_idx"]
+        dataset.train_idx, dataset.test_idx = checked_split(tensors, len(dataset.labels), path)
     return Loaded(_build(cfg, state, path), cfg, dataset, meta, path)
 
 
@@ -249,13 +292,15 @@ def _load_seed(path: Path, overrides: dict[str, Any]) -> Loaded:
         raise CheckpointError(f"{path} is not a seed checkpoint (no 'model' state_dict)")
     train_pairs, test_pairs = obj.get("train_data"), obj.get("test_data")
     p_fields = {}
-    if train_pairs is not None and test_pairs is not None:
-        n_total = len(train_pairs) + len(test_pairs)
-        p_fields["frac"] = max(min(len(train_pairs) / max(n_total, 1), 0.999999), 1e-6)
     try:
+        if train_pairs is not None and test_pairs is not None:
+            n_total = len(train_pairs) + len(test_pairs)
+            p_fields["frac"] = max(min(len(train_pairs) / max(n_total, 1), 0.999999), 1e-6)
         cfg = seed_config(state, **{**p_fields, **overrides})
     except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as err:  # a dict of the wrong shapes/types
+        raise CheckpointError(f"{path} is not a seed checkpoint ({type(err).__name__})") from None
     if train_pairs is not None and test_pairs is not None:
         try:
             dataset = dataset_from_pairs(cfg.op, cfg.p, cfg.seed, train_pairs, test_pairs)

@@ -68,6 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"grokking train: --resume takes its config from the run; drop {', '.join(given)}")
         trainer = Trainer.resume(args.resume, progress=not args.quiet)
     else:
+        if args.out is not None and not args.out.strip():
+            raise UsageError("out: must be a directory path, got ''")
         cfg = config_from_args(args)
         out = Path(args.out) if args.out else default_out(cfg)
         from .train import prepare_run_dir, resolve_device
@@ -106,7 +108,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if (path / "metrics.jsonl").exists():
         from .plots import plot_run
 
-        print(plot_run(path))
+        try:
+            print(plot_run(path))
+        except (OSError, ValueError, KeyError, TypeError) as err:  # a damaged config.json or metrics.jsonl
+            raise UsageError(f"plot: cannot read the run in {path} ({type(err).__name__})") from None
         return 0
     raise UsageError(f"plot: {path} is not a run directory (no metrics.jsonl)")
 
@@ -182,6 +187,11 @@ def build_parser() -> Parser:
 PLUGIN_MODULES = ("analysis", "sweep", "report", "bench", "batched", "interop")
 
 
+def one_line(err: BaseException) -> str:
+    """Error text on one line, whatever the input it quotes holds (newlines in junk arguments)."""
+    return " ".join(str(err).splitlines())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .train import RunDirError, TrainingFailed, TrainingInterrupted
@@ -190,13 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except (UsageError, ConfigError, RunDirError, CheckpointError) as err:
-        print(f"grokking: error: {err}", file=sys.stderr)
+        print(f"grokking: error: {one_line(err)}", file=sys.stderr)
         return 2
     except TrainingFailed as err:
-        print(f"grokking: run failed: {err}", file=sys.stderr)
+        print(f"grokking: run failed: {one_line(err)}", file=sys.stderr)
         return 1
     except TrainingInterrupted as err:
-        print(f"grokking: {err}", file=sys.stderr)
+        print(f"grokking: {one_line(err)}", file=sys.stderr)
         return 128 + err.signum
     except KeyboardInterrupt:
         print("grokking: interrupted", file=sys.stderr)

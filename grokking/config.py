@@ -28,7 +28,8 @@ class ConfigError(ValueError):
 
     def __init__(self, field_name: str, message: str):
         self.field = field_name
-        super().__init__(f"{field_name}: {message}")
+        # One line whatever the input held (a key or path with a newline, say).
+        super().__init__(" ".join(f"{field_name}: {message}".splitlines()))
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, min: float | None = None,
@@ -156,13 +157,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _show(value: Any, repr_: bool = True, limit: int = 80) -> str:
+    """A value for an error message: one line, bounded length, never itself an error."""
+    try:
+        text = repr(value) if repr_ else str(value)
+    except (ValueError, RecursionError):  # an int with more digits than Python will print; deep nesting
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _coerce(name: str, value: Any) -> Any:
     meta = FIELDS[name].metadata
     want = field_type(name)
     if value is None or (meta["optional"] and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
         if meta["optional"]:
             return None
-        raise ConfigError(name, f"must be a {want.__name__}, got {value!r}")
+        raise ConfigError(name, f"must be a {want.__name__}, got {_show(value)}")
     if want is bool:
         if isinstance(value, bool):
             return value
@@ -170,10 +180,10 @@ def _coerce(name: str, value: Any) -> Any:
             return value.strip().lower() in ("true", "1", "yes", "on")
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise ConfigError(name, f"must be true or false, got {value!r}")
+        raise ConfigError(name, f"must be true or false, got {_show(value)}")
     if want is int:
         if isinstance(value, bool):
-            raise ConfigError(name, f"must be an integer, got {value!r}")
+            raise ConfigError(name, f"must be an integer, got {_show(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -185,19 +195,19 @@ def _coerce(name: str, value: Any) -> Any:
                 number = None
             if isinstance(number, int) or (isinstance(number, float) and math.isfinite(number) and number.is_integer()):
                 return int(number)
-        raise ConfigError(name, f"must be an integer, got {value!r}")
+        raise ConfigError(name, f"must be an integer, got {_show(value)}")
     if want is float:
         if isinstance(value, bool):
-            raise ConfigError(name, f"must be a number, got {value!r}")
+            raise ConfigError(name, f"must be a number, got {_show(value)}")
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(name, f"must be a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
+            raise ConfigError(name, f"must be a number, got {_show(value)}") from None
         if not math.isfinite(number):
-            raise ConfigError(name, f"must be a finite number, got {value!r}")
+            raise ConfigError(name, f"must be a finite number, got {_show(value)}")
         return number
     if not isinstance(value, str):
-        raise ConfigError(name, f"must be a string, got {value!r}")
+        raise ConfigError(name, f"must be a string, got {_show(value)}")
     return value
 
 
@@ -212,13 +222,13 @@ def validate(cfg: Config) -> Config:
             continue
         choices = tuple(OPERATIONS) if name == "op" else meta["choices"]
         if choices is not None and value not in choices:
-            raise ConfigError(name, f"must be one of {', '.join(choices)}; got {value!r}")
+            raise ConfigError(name, f"must be one of {', '.join(choices)}; got {_show(value)}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             lo, hi = meta["min"], meta["max"]
             if lo is not None and (value < lo or (meta["min_open"] and value == lo)):
-                raise ConfigError(name, f"must be {'>' if meta['min_open'] else '>='} {lo}; got {value}")
+                raise ConfigError(name, f"must be {'>' if meta['min_open'] else '>='} {lo}; got {_show(value, repr_=False)}")
             if hi is not None and (value > hi or (meta["max_open"] and value == hi)):
-                raise ConfigError(name, f"must be {'<' if meta['max_open'] else '<='} {hi}; got {value}")
+                raise ConfigError(name, f"must be {'<' if meta['max_open'] else '<='} {hi}; got {_show(value, repr_=False)}")
     if OPERATIONS[cfg.op].needs_prime and not is_prime(cfg.p):
         raise ConfigError("p", f"operation {cfg.op!r} needs a prime p (modular inverse); got {cfg.p}")
     if cfg.d_head == 0 and cfg.d_model % cfg.n_heads:
@@ -235,9 +245,10 @@ def from_dict(d: dict[str, Any], base: Config | None = None) -> Config:
     """Build a validated Config from a (possibly partial) mapping; unknown keys are errors."""
     values = (base or Config()).to_dict()
     for key, value in d.items():
-        name = key.replace("-", "_")
+        name = key.replace("-", "_") if isinstance(key, str) else key
         if name not in FIELDS:
-            raise ConfigError(key, f"unknown config field (known: {', '.join(FIELDS)})")
+            shown = key if isinstance(key, str) and key.isidentifier() else repr(key)
+            raise ConfigError(shown, f"unknown config field (known: {', '.join(FIELDS)})")
         values[name] = _coerce(name, value)
     return validate(Config(**values))
 
@@ -255,11 +266,13 @@ def load_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as err:
         raise ConfigError("config", f"cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{path} is not UTF-8 text") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, RecursionError) as err:
         raise ConfigError("config", f"{path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: "
-                          f"{str(err).splitlines()[0]}") from None
+                          f"{(str(err).splitlines() or ['nested too deeply'])[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError("config", f"{path} must hold a table of fields")
     return data

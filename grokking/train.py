@@ -3,14 +3,20 @@
 A run directory holds::
 
     config.json       the full resolved config, plus versions, device and training path
-    metrics.jsonl     one JSON object per evaluation (appended and flushed each time)
+    metrics.jsonl     one JSON object per evaluation (appended and flushed each time); its
+                      'seconds' is wall-clock training time, carried across resumes (the time
+                      a killed process spent after its last checkpoint is counted again), the
+                      one field that differs between otherwise bit-identical runs
     checkpoints/      epoch_XXXXXXX.safetensors weight snapshots; last.safetensors: full state
     curves.png        log-scale loss and accuracy, the 99% epochs marked
     summary.json      epochs to 99% train/test accuracy, final figures, timing, status
 
 The loop keeps tensors on the device: nothing crosses to Python except on evaluation
 epochs. A run can be resumed from ``last.safetensors`` with metrics that continue bit for
-bit (CPU); SIGINT/SIGTERM save that file first and exit cleanly.
+bit (CPU, same thread count); SIGINT/SIGTERM save that file first and exit cleanly. Resume
+drops metrics records after the checkpoint's epoch (and a torn last line): they are
+recomputed. A run killed before its first ``last.safetensors`` (epoch 0) starts again on
+resume; one killed before its config.json is refused (start it again with --overwrite).
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import torch
 
 from . import __version__
 from .checkpoint import (
+    CheckpointError,
     atomic_write_json,
     load_checkpoint,
     save_checkpoint,
@@ -120,11 +127,14 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             break
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            break
+        records.append(record)
     return records
 
 
@@ -162,12 +172,27 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def snapshot_epochs(cfg: Config) -> set[int]:
+@dataclass(frozen=True)
+class SnapshotEpochs:
+    """``epoch in snapshot_epochs(cfg)``: every ``every`` epochs (0: epoch 0 only) up to ``last``, plus
+    ``extra``. Not a set of every epoch: ``epochs=10**9, checkpoint_every=1`` must not allocate 10**9 ints."""
+
+    every: int
+    last: int
+    extra: frozenset[int]
+
+    def __contains__(self, epoch: object) -> bool:
+        if not isinstance(epoch, int) or not 0 <= epoch <= self.last:
+            return False
+        return (epoch % self.every == 0 if self.every else epoch == 0) or epoch in self.extra
+
+
+def snapshot_epochs(cfg: Config) -> SnapshotEpochs:
     """Epochs at which weight snapshots are saved: every ``checkpoint_every`` and log-spaced."""
-    epochs = set(range(0, cfg.epochs + 1, cfg.checkpoint_every)) if cfg.checkpoint_every else {0}
+    extra: set[int] = set()
     if cfg.checkpoint_log and cfg.epochs > 1:
-        epochs |= {int(round(e)) for e in np.logspace(0, math.log10(cfg.epochs), cfg.checkpoint_log)}
-    return epochs
+        extra = {int(round(e)) for e in np.logspace(0, math.log10(cfg.epochs), cfg.checkpoint_log)}
+    return SnapshotEpochs(cfg.checkpoint_every, cfg.epochs, frozenset(extra))
 
 
 @contextmanager
@@ -220,6 +245,8 @@ class Trainer:
         self.resumed = False
         self._train_step = self._make_train_step()
         self.snapshot_at = snapshot_epochs(cfg)
+        self.restart = False  # resume() of a run killed before its first checkpoint: start it again
+        self.last_saved_epoch: int | None = None
         if self.out is not None and (cfg.tensorboard or cfg.wandb):
             from .monitor import make_callbacks  # optional extras; a clear ImportError names them
             self.callbacks = [*self.callbacks, *make_callbacks(cfg, Path(self.out))]
@@ -287,6 +314,13 @@ class Trainer:
         return tensors, meta
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if "split.train_idx" in tensors:  # the stored split, in its order (the minibatch order indexes it)
+            from .checkpoint import checked_split
+
+            train_idx, test_idx = checked_split(tensors, len(self.dataset.labels), Path("checkpoint"))
+            self.dataset.train_idx, self.dataset.test_idx = train_idx.to(self.device), test_idx.to(self.device)
+            train_tokens, self.train_labels = self.dataset.split("train")
+            self.train_a, self.train_b = train_tokens[:, 0].contiguous(), train_tokens[:, 1].contiguous()
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
@@ -303,6 +337,17 @@ class Trainer:
         return {"config": self.cfg.to_dict(), "epoch": self.epoch, "step": self.step_count,
                 "grokking_version": __version__}
 
+    def _check_finite(self) -> None:
+        """Never save non-finite weights: a fault between evaluations is caught here."""
+        if not math.isfinite(weight_norm(self.model).item()):
+            raise TrainingFailed(f"non-finite weights at epoch {self.epoch} (step {self.step_count}); "
+                                 f"{self._kept()}")
+
+    def _kept(self) -> str:
+        if self.last_saved_epoch is None:
+            return "no checkpoint was saved"
+        return f"the last good checkpoint (epoch {self.last_saved_epoch}) is kept"
+
     def save_snapshot(self) -> None:
         weights = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         save_checkpoint(snapshot_path(self.out, self.epoch), weights, self._meta())
@@ -310,22 +355,45 @@ class Trainer:
     def save_last(self) -> None:
         tensors, meta = self.state_tensors()
         save_checkpoint(self.out / "checkpoints" / "last.safetensors", tensors, {**self._meta(), **meta})
+        self.last_saved_epoch = self.epoch
 
     # --- resume --------------------------------------------------------------------------------------
     @classmethod
     def resume(cls, out: str | Path, **kwargs: Any) -> "Trainer":
+        """Continue ``out`` from ``checkpoints/last.safetensors``. A run killed before that file
+        first existed (its epoch-0 checkpoint) has nothing worth keeping: it starts again from
+        epoch 0 with the config in its config.json, which gives the same run."""
         out = Path(out)
         config_file, last = out / "config.json", out / "checkpoints" / "last.safetensors"
-        if not config_file.exists() or not last.exists():
-            raise RunDirError(f"resume: {out} has no config.json and checkpoints/last.safetensors to resume from")
+        if not out.is_dir():
+            raise RunDirError(f"resume: {out} is not a run directory")
+        if not config_file.exists():
+            raise RunDirError(f"resume: {out} has no config.json (it was stopped before it started); "
+                              f"run the original command again with --overwrite")
         try:
             cfg = from_dict(json.loads(config_file.read_text())["config"])
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             raise RunDirError(f"resume: {config_file} is unreadable ({type(err).__name__})") from None
+        for stale in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:  # writes cut short by a kill
+            stale.unlink(missing_ok=True)
+        if not last.exists():
+            from .checkpoint import snapshots
+
+            if any(epoch > 0 for epoch, _ in snapshots(out)):
+                raise RunDirError(f"resume: {out} has snapshots but no checkpoints/last.safetensors to resume from")
+            trainer = cls(cfg, out, **kwargs)
+            trainer.restart = True
+            trainer.log(f"{out} was stopped before its first checkpoint; starting it again from epoch 0")
+            return trainer
         tensors, meta = load_checkpoint(last)
         trainer = cls(cfg, out, **kwargs)
-        trainer.load_state_tensors(tensors, meta)
-        trainer.epoch = int(meta["epoch"])
+        try:
+            trainer.load_state_tensors(tensors, meta)
+            trainer.epoch = int(meta["epoch"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            raise CheckpointError(f"resume: {last} does not match {config_file} "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
+        trainer.last_saved_epoch = trainer.epoch
         trainer.records = [r for r in read_metrics(out) if r["epoch"] <= trainer.epoch]
         lines = "".join(json.dumps(r) + "\n" for r in trainer.records)
         from .checkpoint import atomic_write_text
@@ -346,7 +414,7 @@ class Trainer:
                   "lr": self.cfg.lr * warmup_factor(self.cfg, self.step_count), "seconds": round(self.seconds_before + self._elapsed(), 3)}
         if not (math.isfinite(figures["train_loss"]) and math.isfinite(norm)):
             raise TrainingFailed(f"non-finite {'loss' if not math.isfinite(figures['train_loss']) else 'weights'} "
-                                 f"at epoch {self.epoch} (step {self.step_count}); the last good checkpoint is kept")
+                                 f"at epoch {self.epoch} (step {self.step_count}); {self._kept()}")
         return record
 
     def _stop_reason(self, record: dict[str, Any]) -> str | None:
@@ -363,7 +431,7 @@ class Trainer:
         if self.out is not None:
             self.out = Path(self.out)
             if not self.resumed:
-                prepare_run_dir(self.out, overwrite)
+                prepare_run_dir(self.out, overwrite or self.restart)
             atomic_write_json(self.out / "config.json", {
                 "config": cfg.to_dict(), "config_key": cfg.key(), "grokking_version": __version__,
                 "torch": torch.__version__, "device": str(self.device),
@@ -372,9 +440,15 @@ class Trainer:
             })
         metrics_file = open(self.out / "metrics.jsonl", "a") if self.out else None
         bar = self._progress_bar()
-        status, stop_reason = "completed", None
+        status, stop_reason, error = "crashed", None, None  # set on every way out of the loop
         self._t0 = time.perf_counter()
-        skip_first = self.resumed  # the checkpoint's epoch was evaluated and saved before
+        # On resume the checkpoint's epoch was evaluated (if due) and saved before: do not log it
+        # twice, but do re-apply its stop condition. Without its record (it was lost) redo it.
+        last_record = self.records[-1] if self.records else None
+        skip_first = self.resumed and (last_record is not None and last_record["epoch"] == self.epoch
+                                       or self.epoch % cfg.eval_every != 0 and not self._done())
+        if skip_first and last_record is not None and last_record["epoch"] == self.epoch:
+            stop_reason = self._stop_reason(last_record)
         try:
             with _signals_to_flag() as flag:
                 while True:
@@ -391,6 +465,7 @@ class Trainer:
                             self._update_bar(bar, record)
                             stop_reason = self._stop_reason(record)
                         if self.out and (self.epoch in self.snapshot_at or done or stop_reason):
+                            self._check_finite()  # this epoch may not have been evaluated
                             self.save_snapshot()
                             self.save_last()
                     skip_first = False
@@ -399,6 +474,7 @@ class Trainer:
                         break
                     if flag["signum"]:
                         if self.out:
+                            self._check_finite()
                             self.save_last()
                         status = "interrupted"
                         raise TrainingInterrupted(
@@ -406,8 +482,11 @@ class Trainer:
                             flag["signum"])
                     self._train_epoch()
                     self.epoch += 1
-        except TrainingFailed:
-            status = "failed"
+        except TrainingFailed as err:
+            status, error = "failed", str(err)
+            raise
+        except KeyboardInterrupt:  # no handler installed (not the main thread), or before it was
+            status = "interrupted"
             raise
         finally:
             if metrics_file:
@@ -417,7 +496,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.close()
             self.summary = summarize(self.records, cfg, status, self.seconds_before + self._elapsed(), self.epoch,
-                                     self.step_count, {"stop_reason": stop_reason, "device": str(self.device),
+                                     self.step_count, {"stop_reason": stop_reason, "error": error, "device": str(self.device),
                                                        "training_path": "fast" if self.fast_reason is None else "hooked"})
             if self.out:
                 atomic_write_json(self.out / "summary.json", self.summary)
