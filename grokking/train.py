@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import sys
@@ -508,11 +507,12 @@ class Trainer:
         return self.summary
 
     def _write_report(self) -> None:
+        from .report import write_report
+
         try:
-            from .report import write_report
-        except ModuleNotFoundError:  # TODO(integration): report.py lands with the reports issue
-            return
-        write_report(self.out)
+            write_report(self.out)
+        except Exception as err:  # noqa: BLE001 - the run is saved; the page is a convenience
+            self.log(f"report.html not written ({type(err).__name__}: {err}); retry: grokking report {self.out}")
 
     def _progress_bar(self):
         if not self.progress:

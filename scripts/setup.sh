@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install grokking into it. Installs the CPU build of torch 2.13.0 first
 # where the environment has no torch, so that the package's torch range never pulls a CUDA
-# build of several GB. Extra pip arguments (e.g. ".[test]") name what else to install.
+# build of several GB; later installs are constrained to the torch already present.
+# The argument names what to install (default "."; e.g. ".[test]").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -13,4 +14,5 @@ fi
 if ! python -c "import torch" 2>/dev/null; then
   python -m pip install --quiet "torch==2.13.0"
 fi
-python -m pip install --quiet -e "${1:-.}"
+python -m pip install --quiet \
+  -c <(python -c 'import torch; print("torch==" + torch.__version__.split("+")[0])') -e "${1:-.}"

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Install grokking with its test dependencies and optional extras, then run the test suite.
-# Headless Chromium (Debian's package) is installed for the HTML report test when apt-get is
-# available and we are root. Extra arguments go to pytest (e.g. -m slow).
+# Install grokking with its test dependencies and optional extras (TensorBoard, W&B offline,
+# TransformerLens 3.x, Ray, submitit) into .venv, install Debian's Chromium for the HTML report
+# test where we are root with apt-get, then run the test suite. Extra arguments go to pytest
+# (e.g. -m slow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh ".[test]"
+./scripts/setup.sh ".[test,monitor,interop]"
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pytest -q "$@"
