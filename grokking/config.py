@@ -77,7 +77,7 @@ class Config:
                            min=0, max=10**9)
     grad_clip: float = _f(0.0, "clip the global gradient norm to this value; 0 disables", min=0.0, max=1e9)
     batch_size: int = _f(0, "examples per optimiser step; 0 means full batch (the seed)", min=0, max=10**9)
-    epochs: int = _f(25000, "maximum number of epochs (passes over the training set)", min=0, max=10**9)
+    epochs: int = _f(20000, "maximum number of epochs (passes over the training set)", min=0, max=10**9)
     max_steps: int = _f(0, "stop after this many optimiser steps; 0 means no step budget", min=0, max=10**12)
     loss: str = _f("ce", "'ce': float64 cross-entropy (the seed); 'stablemax': StableMax cross-entropy "
                    "(Prieto et al. 2025)", choices=("ce", "stablemax"))
@@ -86,7 +86,8 @@ class Config:
     grokfast_lamb: float = _f(2.0, "Grokfast amplification of the slow gradient", min=0.0, max=1e3)
     grokfast_window: int = _f(100, "Grokfast-MA window, in steps", min=1, max=10**6)
     # --- loop, logging, stopping ------------------------------------------------------
-    eval_every: int = _f(10, "evaluate train/test loss and accuracy every N epochs", min=1, max=10**9,
+    eval_every: int = _f(50, "evaluate train/test loss and accuracy every N epochs (one evaluation costs about "
+                         "one training step)", min=1, max=10**9,
                          group="loop")
     checkpoint_every: int = _f(500, "save a weights snapshot every N epochs (0: only at the end)", min=0,
                                max=10**9, group="loop")

@@ -152,6 +152,6 @@ def test_help_documents_every_flag_with_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    for flag, default in [("--weight-decay", "1.0"), ("--stop-at-test-acc", "None"), ("--eval-every", "10"),
+    for flag, default in [("--weight-decay", "1.0"), ("--stop-at-test-acc", "None"), ("--eval-every", "50"),
                           ("--frac", "0.3"), ("--p", "113"), ("--device", "auto")]:
         assert flag in text and f"(default: {default})" in text
