@@ -45,7 +45,7 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError, from_dict
 from .data import Dataset, make_dataset
-from .fast import hooked_last_position_logits, last_position_logits, unsupported_reason
+from .fast import hooked_last_position_logits, keep_freed_memory, last_position_logits, unsupported_reason
 from .methods import (
     GradFilter,
     build_optimizer,
@@ -227,6 +227,8 @@ class Trainer:
     def __post_init__(self) -> None:
         cfg = self.cfg
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.dataset = make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split).to(self.device)
         self.model = Transformer(cfg).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
