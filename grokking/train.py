@@ -238,7 +238,8 @@ class Trainer:
         fused = self.device.type == "cuda" or None
         self.optimizer = build_optimizer(cfg, self.model, fused=fused)
         self.grad_filter = GradFilter(cfg, self.params)
-        self.batch_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        # On the device: a host-side permutation copied to a GPU each epoch would synchronise.
+        self.batch_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         train_tokens, self.train_labels = self.dataset.split("train")
         self.train_a, self.train_b = train_tokens[:, 0].contiguous(), train_tokens[:, 1].contiguous()
         self.epoch, self.step_count, self.seconds_before = 0, 0, 0.0
@@ -288,7 +289,7 @@ class Trainer:
         if cfg.batch_size == 0 or cfg.batch_size >= n:
             self._train_step(self.train_a, self.train_b, self.train_labels)
             return
-        order = torch.randperm(n, generator=self.batch_generator).to(self.device, non_blocking=True)
+        order = torch.randperm(n, generator=self.batch_generator, device=self.device)
         for start in range(0, n, cfg.batch_size):
             if cfg.max_steps and self.step_count >= cfg.max_steps:
                 return
