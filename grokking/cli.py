@@ -105,6 +105,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     path = Path(args.run)
+    if (path / "results.csv").exists():  # a sweep directory (grokking sweep)
+        from .sweep import plot_sweep
+
+        print("\n".join(str(figure) for figure in plot_sweep(path)))
+        return 0
     if (path / "metrics.jsonl").exists():
         from .plots import plot_run
 
@@ -113,7 +118,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError, TypeError) as err:  # a damaged config.json or metrics.jsonl
             raise UsageError(f"plot: cannot read the run in {path} ({type(err).__name__})") from None
         return 0
-    raise UsageError(f"plot: {path} is not a run directory (no metrics.jsonl)")
+    raise UsageError(f"plot: {path} is not a run or sweep directory (no metrics.jsonl or results.csv)")
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
@@ -155,7 +160,7 @@ def build_parser() -> Parser:
     p_eval.add_argument("--seed", type=int, default=None, help="split seed for seed files without a split")
     p_eval.set_defaults(func=cmd_eval)
 
-    p_plot = sub.add_parser("plot", help="redraw the figures of a run directory")
+    p_plot = sub.add_parser("plot", help="redraw the figures of a run or sweep directory")
     p_plot.add_argument("run")
     p_plot.set_defaults(func=cmd_plot)
 
@@ -211,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("grokking: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `grokking ... | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 # (e.g. -m slow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh ".[test,monitor,interop]"
+./scripts/setup.sh ".[test,monitor,interop,ray,slurm]"
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
