@@ -1015,7 +1015,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     counts: dict[str, int] = defaultdict(int)
     for row in rows:
         counts[row["status"]] += 1
-    if not args.no_report:
+    if not args.no_sweep_report:
         from .report import write_report
 
         write_report(plan.out)
@@ -1058,6 +1058,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="check everything, list the runs and their state, train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--no-report", action="store_true", help="do not write DIR/report.html at the end")
+    p.add_argument("--no-sweep-report", action="store_true", help="do not write DIR/report.html at the end")
     add_config_flags(p)
     p.set_defaults(func=cmd_sweep)
