@@ -976,21 +976,10 @@ def benchmark_batched(k: int = 8, epochs: int = 20, repeats: int = 3, base: Conf
 # --- command line ----------------------------------------------------------------------------------------
 def parse_grid(entries: Sequence[str]) -> list[dict[str, str]]:
     """``["seed=0,1", "lr=1e-3,3e-3"]`` -> the cartesian product as override dicts (in order)."""
-    from .cli import UsageError
-    from .config import FIELDS
+    from .sweep import parse_grid_flags
 
-    axes: list[tuple[str, list[str]]] = []
-    for entry in entries:
-        name, sep, values = entry.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or not values.strip():
-            raise UsageError(f"grokking batch: --grid takes FIELD=V1,V2,...; got {entry!r}")
-        if name not in FIELDS:
-            raise UsageError(f"grokking batch: --grid {name!r} is not a config field")
-        if any(name == n for n, _ in axes):
-            raise UsageError(f"grokking batch: --grid {name!r} given twice")
-        axes.append((name, [v.strip() for v in values.split(",")]))
-    return [dict(zip([n for n, _ in axes], combo)) for combo in itertools.product(*(v for _, v in axes))]
+    axes = parse_grid_flags(entries)
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
 def grid_run_name(overrides: dict[str, str]) -> str:
