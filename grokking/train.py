@@ -262,7 +262,8 @@ class Trainer:
         if self.cfg.compile:
             try:
                 compiled = torch.compile(self._loss, dynamic=False)
-                compiled(self.train_a[:2], self.train_b[:2], self.train_labels[:2]).backward()
+                # Compile now, at the training shape, so that a failure falls back before any step.
+                compiled(self.train_a, self.train_b, self.train_labels).backward()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss = compiled
             except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
