@@ -152,9 +152,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Fig. 2), p=97, a budget of optimisation steps (the paper: 1e5; ours is 1e4 on a CPU).
     "power": {"n_layers": 2, "p": 97, "batch_size": 512, "weight_decay": 1.0, "epochs": 10**9,
               "max_steps": 10_000, "eval_every": 10, "split": "random", "frac": 0.5},
-    # Fastest recipe measured in docs/acceleration.md (see `grokking bench` and the sweep file
-    # sweeps/acceleration.toml). Filled from measurements; the seed model, only the optimiser changes.
-    "fast": {"lr": 1e-2, "epochs": 2000, "stop_at_test_acc": None},
+    # The fastest recipe measured here (docs/acceleration.md): the seed model and AdamW with the
+    # learning rate raised 20x and the weight decay doubled. Canonical task, seeds 0/1/2: test
+    # accuracy 99% at epochs 140/100/140, train accuracy 99% at 70/80/70.
+    "fast": {"lr": 2e-2, "weight_decay": 2.0, "epochs": 400, "eval_every": 10, "checkpoint_every": 50},
 }
 
 

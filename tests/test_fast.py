@@ -96,3 +96,14 @@ def test_trainer_reproduces_the_seed_loop(seed_reference):
     assert len(ours) == 15
     for epoch, (a, b) in enumerate(zip(ours, ref_losses)):
         assert abs(a - b) < 1e-5 * b, (epoch, a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_preset_groks_the_canonical_task_within_500_epochs(seed):
+    from grokking.config import from_dict, preset
+
+    cfg = from_dict({**preset("fast"), "seed": seed, "stop_at_test_acc": 0.99, "checkpoint_log": 0})
+    summary = Trainer(cfg, None, progress=False).run()
+    assert summary["epoch_test_acc_99"] is not None and summary["epoch_test_acc_99"] <= 500
+    assert summary["epoch_train_acc_99"] < summary["epoch_test_acc_99"]  # memorisation still comes first
