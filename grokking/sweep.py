@@ -3,8 +3,11 @@
 ``grokking sweep --out DIR --grid frac=0.3,0.5 --grid seed=0,1,2 [train flags]`` trains
 every point of the grid into its own run directory ``DIR/runs/<name>_<config.key()>``
 (``name`` spells the point's swept values, e.g. ``frac=0.3_seed=1``) with
-``grokking.train.Trainer``, then writes ``DIR/results.csv`` (one row per point) and the
-sweep figures. Run it again (after a crash, a kill, or with more grid values) and it skips
+``grokking.train.Trainer``, then writes ``DIR/results.csv`` (one row per point), the
+sweep figures and a grouped summary over seeds (``DIR/summary.csv``, ``summary.md``,
+``summary.png``: per combination of the swept fields other than ``seed``, how many runs
+reached 99% test accuracy and the mean, std, min and max of their epochs and seconds to
+it; see :func:`write_summary`). Run it again (after a crash, a kill, or with more grid values) and it skips
 every run whose ``summary.json`` says ``completed``, ``stopped_early`` or ``failed``,
 continues interrupted runs from their ``checkpoints/last.safetensors`` and starts the rest.
 
@@ -677,6 +680,11 @@ def run_sweep(plan: SweepPlan, backend: str = "sequential", *, workers: int | No
                 log("figures: " + ", ".join(str(f) for f in figures))
             except Exception as err:  # noqa: BLE001 - the table is written; a figure bug must not lose it
                 log(f"sweep figures not written ({type(err).__name__}: {err})")
+        try:  # the grouped summary (over seeds) of every sweep: summary.csv, summary.md and summary.png
+            written = write_summary(out, figure=plot)
+            log("summary: " + ", ".join(str(f) for f in written))
+        except Exception as err:  # noqa: BLE001 - as for the figures: the table is already written
+            log(f"sweep summary not written ({type(err).__name__}: {err})")
     return list(rows.values())
 
 
@@ -931,6 +939,181 @@ def plot_sweep(sweep_dir: str | Path, heatmap_fields: Sequence[str] | None = Non
             raise ConfigError("heatmap", f"takes two fields; got {', '.join(fields)}")
         written.append(plot_heatmap(rows, (fields[0], fields[1]), sweep_dir / f"heatmap_{fields[0]}_{fields[1]}.png",
                                     measure))
+    return written
+
+
+# --- grouped summary ----------------------------------------------------------------------------------------
+SUMMARY_STATS = ("epochs", "seconds")
+SUMMARY_COUNT_COLUMNS = ("n_runs", "n_reached", "n_unfinished")
+
+
+def _stats(values: Sequence[float]) -> dict[str, float | None]:
+    """mean, sample standard deviation (None below two values), min and max; all None when empty."""
+    if not values:
+        return {"mean": None, "std": None, "min": None, "max": None}
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    return {"mean": mean, "std": std, "min": min(values), "max": max(values)}
+
+
+def seconds_to_test_acc(run_dir: Path, threshold: float = 0.99) -> float | None:
+    """Training seconds at the first evaluation with test accuracy >= ``threshold``."""
+    from .train import read_metrics
+
+    return next((r.get("seconds") for r in read_metrics(run_dir)
+                 if r.get("test_acc") is not None and r["test_acc"] >= threshold), None)
+
+
+def summarize_groups(rows: Sequence[dict[str, Any]], sweep_dir: str | Path | None = None,
+                     exclude: Sequence[str] = ("seed",)) -> tuple[list[str], list[dict[str, Any]]]:
+    """Group the rows of results.csv by every swept field except ``exclude`` (the seed) and
+    describe each group: ``n_runs``, ``n_reached`` (runs that reached 99% test accuracy),
+    ``n_unfinished`` (failed, pending or running), and mean/std/min/max of the epochs to 99%
+    test accuracy and of the training seconds to it, over the runs that reached it. The
+    seconds are read from each run's metrics.jsonl (the evaluation that first reached 99%)
+    when ``sweep_dir`` is given, else taken from the row (the whole run). Groups keep the
+    order of their first row. Returns (group fields, one dict per group)."""
+    fields = [f for f in swept_fields(rows) if f not in exclude]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(_hashable(row.get(f)) for f in fields), []).append(row)
+    out = []
+    for key, group in groups.items():
+        reached = [r for r in group if r["epoch_test_acc_99"] is not None]
+        seconds = []
+        for r in reached:
+            value = seconds_to_test_acc(Path(sweep_dir) / r["run_dir"]) if sweep_dir is not None else None
+            value = value if value is not None else r.get("seconds")
+            if value is not None:
+                seconds.append(float(value))
+        budgets = [r["epochs_run"] for r in group if r["epoch_test_acc_99"] is None and r.get("epochs_run")]
+        entry: dict[str, Any] = dict(zip(fields, key))
+        entry.update({
+            "n_runs": len(group), "n_reached": len(reached),
+            "n_unfinished": sum(1 for r in group if r["status"] not in ("completed", "stopped_early")),
+        })
+        for name, values in (("epochs", [float(r["epoch_test_acc_99"]) for r in reached]), ("seconds", seconds)):
+            entry.update({f"{name}_{stat}": value for stat, value in _stats(values).items()})
+        entry["budget_epochs"] = max(budgets) if budgets else None
+        entry["seeds"] = " ".join(str(r.get("seed")) for r in group)
+        entry["epochs_per_seed"] = " ".join("-" if r["epoch_test_acc_99"] is None else str(r["epoch_test_acc_99"])
+                                            for r in group)
+        out.append(entry)
+    return fields, out
+
+
+def _summary_columns(fields: Sequence[str]) -> list[str]:
+    return [*fields, *SUMMARY_COUNT_COLUMNS, *(f"{name}_{stat}" for name in SUMMARY_STATS
+                                               for stat in ("mean", "std", "min", "max")),
+            "budget_epochs", "seeds", "epochs_per_seed"]
+
+
+def _group_label(fields: Sequence[str], group: dict[str, Any]) -> str:
+    return ", ".join(f"{f}={_format_value(group[f])}" for f in fields) or "all runs"
+
+
+def _mean_std(group: dict[str, Any], name: str, digits: int) -> str:
+    mean, std = group[f"{name}_mean"], group[f"{name}_std"]
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def summary_markdown(fields: Sequence[str], groups: Sequence[dict[str, Any]]) -> str:
+    """The grouped summary as a markdown table (one row per group)."""
+    head = [*fields, "reached 99% / runs", "epochs to 99% (mean ± std)", "min–max", "seconds to 99% (mean ± std)",
+            "min–max s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in groups:
+        epochs_range = "–" if g["epochs_min"] is None else f"{g['epochs_min']:.0f}–{g['epochs_max']:.0f}"
+        seconds_range = "–" if g["seconds_min"] is None else f"{g['seconds_min']:.1f}–{g['seconds_max']:.1f}"
+        reached = f"{g['n_reached']}/{g['n_runs']}"
+        if g["n_unfinished"]:
+            reached += f" ({g['n_unfinished']} unfinished)"
+        cells = [*(_format_value(g[f]) for f in fields), reached, _mean_std(g, "epochs", 0), epochs_range,
+                 _mean_std(g, "seconds", 1), seconds_range]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _short_label(fields: Sequence[str], group: dict[str, Any]) -> str:
+    """The group's fields that differ from the Config defaults (all of them when none does)."""
+    differing = [f for f in fields if _hashable(group[f]) != _hashable(FIELDS[f].default)]
+    return _group_label(differing or fields, group)
+
+
+def plot_summary(rows: Sequence[dict[str, Any]], fields: Sequence[str], groups: Sequence[dict[str, Any]],
+                 path: str | Path) -> Path:
+    """Epochs to 99% test accuracy per group (labelled by its fields that differ from the
+    Config defaults): one dot per run, coloured by seed, a bar at the mean; runs that never
+    got there are hollow markers at their budget (the dotted line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    keyed: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        keyed[tuple(_hashable(row.get(f)) for f in fields)].append(row)
+    seeds = _distinct(r.get("seed") for r in rows)
+    reached = [r["epoch_test_acc_99"] for r in rows if r["epoch_test_acc_99"] is not None]
+    budget = max([r["epochs_run"] or 0 for r in rows if r["epoch_test_acc_99"] is None] + reached + [1])
+    fig, ax = plt.subplots(figsize=(9, max(2.5, 1.2 + 0.3 * len(groups))))
+    for index, group in enumerate(groups):
+        y = len(groups) - 1 - index  # first group on top
+        for row in keyed[tuple(_hashable(group[f]) for f in fields)]:
+            color = f"C{seeds.index(row.get('seed')) % 10}"
+            jitter = (seeds.index(row.get("seed")) - (len(seeds) - 1) / 2) * min(0.12, 0.6 / len(seeds))
+            if row["epoch_test_acc_99"] is not None:
+                ax.scatter(row["epoch_test_acc_99"], y + jitter, s=22, color=color, zorder=3)
+            elif row["status"] in ("completed", "stopped_early"):
+                ax.scatter(row["epochs_run"] or budget, y + jitter, s=36, facecolors="none", edgecolors=color,
+                           linewidths=1.3, zorder=3)
+        if group["epochs_mean"] is not None:
+            ax.plot([group["epochs_mean"]] * 2, [y - 0.38, y + 0.38], color="black", linewidth=1.5, zorder=4)
+    ax.axvline(budget, color="grey", linestyle=":", linewidth=1)
+    ax.set_yticks(range(len(groups)), [f"{_short_label(fields, g)}  ({g['n_reached']}/{g['n_runs']})"
+                                       for g in reversed(groups)], fontsize=7)
+    ax.set_ylim(-0.7, len(groups) - 0.3)
+    ax.set_xscale("log")
+    low = min(reached + [budget])
+    ticks = [m * 10**e for e in range(0, 10) for m in (1, 2, 5) if low / 2 <= m * 10**e <= budget * 2]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("epochs to 99% test accuracy (log scale). Labels: the fields that differ from the defaults, "
+                  "(runs that reached 99% / runs)", fontsize=8)
+    ax.grid(alpha=0.3, which="major", axis="x")
+    for seed in seeds:
+        ax.scatter([], [], s=22, color=f"C{seeds.index(seed) % 10}", label=f"seed {_format_value(seed)}")
+    ax.scatter([], [], s=36, facecolors="none", edgecolors="grey", label=f"not reached within {budget:,} epochs")
+    ax.plot([], [], color="black", label="mean of the runs that reached 99%")
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(3 + len(seeds), 6), frameon=False)
+    return _save_figure(fig, Path(path))
+
+
+def write_summary(sweep_dir: str | Path, figure: bool = True) -> list[Path]:
+    """Write ``summary.csv``, ``summary.md`` and (with ``figure``) ``summary.png`` into a sweep
+    directory from its results.csv: the runs grouped by every swept field except the seed
+    (see :func:`summarize_groups`). Returns the paths written."""
+    sweep_dir = Path(sweep_dir)
+    rows = read_results(sweep_dir)
+    if not rows:
+        raise ConfigError("results", f"{sweep_dir / 'results.csv'} has no runs")
+    fields, groups = summarize_groups(rows, sweep_dir)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = _summary_columns(fields)
+    writer.writerow(columns)
+    for group in groups:
+        writer.writerow([_csv_cell(group.get(c)) for c in columns])
+    csv_path, md_path = sweep_dir / "summary.csv", sweep_dir / "summary.md"
+    atomic_write_text(csv_path, buffer.getvalue())
+    atomic_write_text(md_path, summary_markdown(fields, groups))
+    written = [csv_path, md_path]
+    if figure:
+        written.append(plot_summary(rows, fields, groups, sweep_dir / "summary.png"))
     return written
 
 

@@ -9,4 +9,5 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/canonical}
 grokking train --out "$OUT" --overwrite "$@"
 grokking analyze "$OUT"
+grokking report "$OUT"   # again, now with the analysis figures
 echo "curves: $OUT/curves.png  analysis: $OUT/analysis/  report: $OUT/report.html"
