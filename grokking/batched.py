@@ -15,7 +15,9 @@ Pieces, from the bottom up:
   dimension (per-vocabulary key/value/score tables per run, batched matrix products).
 - :class:`FlatParameters`, :class:`StackedAdamW`, :class:`StackedGradFilter`: the K runs'
   weights as one ``[K, P]`` tensor, so AdamW/Adam, per-run clipping and Grokfast are a
-  dozen whole-batch operations with per-run ``[K, 1]`` hyperparameters.
+  dozen whole-batch operations with per-run ``[K, 1]`` hyperparameters;
+  :func:`orthogonalize_stacked` (⊥AdamW) and :class:`StackedMuonAdamW` (Muon, its
+  Newton–Schulz iterations batched over the runs) work per parameter.
 - :func:`train_batched` / :class:`BatchedTrainer`: per-run run directories with the same
   files as ``grokking train`` (their ``last.safetensors`` is a single-run checkpoint: any run
   can be continued alone with ``grokking train --resume RUN``), per-run stopping, and two
@@ -50,7 +52,7 @@ from . import __version__
 from .checkpoint import atomic_write_json
 from .config import PRESETS, Config, ConfigError
 from .data import Dataset
-from .methods import per_example_loss, set_learning_rate, warmup_factor
+from .methods import is_hidden_matrix, muon_update, orthogonalized, per_example_loss, set_learning_rate, warmup_factor
 from .model import HookPoint, Transformer, TransformerBlock, activation
 from .train import (
     EVAL_CHUNK,
@@ -78,6 +80,7 @@ SHAPE_FIELDS = ("op", "p", "n_layers", "d_model", "n_heads", "head_dim", "d_mlp"
 # Fields that choose the computation (one kind per batch; their values per run would need
 # a different program per run).
 SHARED_FIELDS = ("optimizer", "loss", "grokfast", "device", "fast")
+BATCHED_OPTIMIZERS = ("adamw", "adam", "orthoadamw", "muon")
 
 
 # --- what a batch may hold ------------------------------------------------------------------------
@@ -107,8 +110,9 @@ def check_batch(cfgs: Sequence[Config]) -> None:
     if cfg.grokfast == "ma" and len({c.grokfast_window for c in cfgs}) > 1:
         shown = ", ".join(str(w) for w in dict.fromkeys(c.grokfast_window for c in cfgs))
         raise ConfigError("grokfast_window", f"all runs of a batch must share it; got {shown}")
-    if cfg.optimizer not in ("adamw", "adam"):
-        raise ConfigError("optimizer", f"batched training supports adamw and adam; got {cfg.optimizer!r}")
+    if cfg.optimizer not in BATCHED_OPTIMIZERS:
+        raise ConfigError("optimizer", f"batched training supports {', '.join(BATCHED_OPTIMIZERS)}; "
+                                       f"got {cfg.optimizer!r}")
     for c in cfgs:
         if c.batch_size != 0:
             raise ConfigError("batch_size", f"batched training is full-batch only (0); got {c.batch_size}")
@@ -499,6 +503,13 @@ class FlatParameters:
         return [chunk.view(*lead, *shape) for chunk, shape in zip(flat.split(self.sizes, -1), self.shapes)]
 
 
+@torch.no_grad()
+def orthogonalize_stacked(flat: FlatParameters) -> None:
+    """⊥Grad (methods.orthogonalize_gradients) of every run's every parameter, in place."""
+    for w, g in zip(flat.data.split(flat.sizes, 1), flat.grad.split(flat.sizes, 1)):
+        g.copy_(orthogonalized(w, g))
+
+
 def _column(values: Sequence[float], device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.tensor(list(values), dtype=dtype, device=device).unsqueeze(1)  # [K, 1]
 
@@ -560,7 +571,7 @@ class StackedAdamW:
 
     def __init__(self, flat: FlatParameters, cfgs: Sequence[Config]):
         self.flat = flat
-        self.decoupled = cfgs[0].optimizer == "adamw"
+        self.decoupled = cfgs[0].optimizer != "adam"  # adamw, and the AdamW of orthoadamw and muon
         self.exp_avg = torch.zeros_like(flat.data)
         self.exp_avg_sq = torch.zeros_like(flat.data)
         self.steps = 0  # optimiser steps taken by every run of the batch
@@ -622,6 +633,60 @@ class StackedAdamW:
                 for m, v in zip(self.flat.unflatten(self.exp_avg[slot]), self.flat.unflatten(self.exp_avg_sq[slot]))]
 
 
+class StackedMuonAdamW(StackedAdamW):
+    """methods.MuonAdamW for K runs: Muon (per-run muon_lr, momentum, weight decay and warm-up)
+    on the hidden matrices, whose Newton–Schulz iterations run as one batched matrix product
+    per parameter, and the stacked AdamW on the rest. ``muon[i]`` says whether parameter i
+    (in the flat order) is a hidden matrix."""
+
+    def __init__(self, flat: FlatParameters, cfgs: Sequence[Config], muon: Sequence[bool]):
+        self.muon = list(muon)
+        super().__init__(flat, cfgs)
+        self.momentum_buffer = [torch.zeros_like(g) if m else None for g, m in zip(flat.unflatten(flat.grad), muon)]
+
+    def _set_hyperparameters(self, cfgs: Sequence[Config]) -> None:
+        super()._set_hyperparameters(cfgs)
+        device = self.flat.data.device
+        longest = max(c.warmup_steps for c in cfgs)
+        self.muon_lr_by_step = torch.tensor([[c.muon_lr * warmup_factor(c, s) for c in cfgs]
+                                             for s in range(longest + 1)], dtype=torch.float64, device=device)
+        self.momentum = _column([c.momentum for c in cfgs], device, torch.float32)
+
+    def select(self, slots: torch.Tensor, flat: FlatParameters, cfgs: Sequence[Config]) -> None:
+        super().select(slots, flat, cfgs)
+        self.momentum_buffer = [None if b is None else b[slots] for b in self.momentum_buffer]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        muon_params = [(i, p) for i, p in enumerate(self.flat.unflatten(self.flat.data)) if self.muon[i]]
+        before = [p.clone() for _, p in muon_params]
+        lr = self.muon_lr_by_step[min(self.steps, len(self.muon_lr_by_step) - 1)].unsqueeze(1)  # [K, 1]
+        super().step()  # AdamW on every column; the Muon parameters are then set from their old values
+        grads = self.flat.unflatten(self.flat.grad)
+        for (i, p), old in zip(muon_params, before):
+            shape = self.flat.shapes[i]
+            per_run = (-1, *([1] * len(shape)))
+            momentum, buf = self.momentum.view(per_run), self.momentum_buffer[i]
+            buf.mul_(momentum).add_(grads[i])
+            update = muon_update(grads[i] + momentum * buf, shape)  # Nesterov
+            p.copy_(old * (1 - lr * self.weight_decay).float().view(per_run) - update * lr.float().view(per_run))
+
+    def run_state(self, slot: int) -> list[dict[str, torch.Tensor]]:
+        """Run ``slot``'s state in methods.MuonAdamW's layout: momentum for the hidden matrices."""
+        adam = super().run_state(slot)
+        if not adam:
+            return []
+        return [{"momentum_buffer": self.momentum_buffer[i][slot].clone()} if m else state
+                for i, (m, state) in enumerate(zip(self.muon, adam))]
+
+
+def stacked_optimizer(model: BatchedTransformer, flat: FlatParameters, cfgs: Sequence[Config]) -> StackedAdamW:
+    if cfgs[0].optimizer == "muon":
+        muon = [is_hidden_matrix(name, p[0]) for name, p in model.named_parameters()]
+        return StackedMuonAdamW(flat, cfgs, muon)
+    return StackedAdamW(flat, cfgs)
+
+
 # --- the two strategies ------------------------------------------------------------------------------
 @dataclass
 class _Run:
@@ -656,7 +721,7 @@ class StackedEngine:
         # Flat storage and saved optimiser state rely on the seed's parameter order.
         assert [n for n, _ in self.model.named_parameters()] == [n for n, _ in runs[0].trainer.model.named_parameters()]
         self.flat = FlatParameters(list(self.model.parameters()))
-        self.optimizer = StackedAdamW(self.flat, [r.cfg for r in runs])
+        self.optimizer = stacked_optimizer(self.model, self.flat, [r.cfg for r in runs])
         self.grad_filter = StackedGradFilter([r.cfg for r in runs], self.flat.data.device)
         self.data = StackedData.from_datasets([r.trainer.dataset for r in runs])
 
@@ -671,6 +736,8 @@ class StackedEngine:
             per_run_train_loss(self.model, self.data, self.cfg, self.logits_fn).sum().backward()
         if self.grad_filter.active:
             self.grad_filter.apply(self.flat.grad)
+        if self.cfg.optimizer == "orthoadamw":
+            orthogonalize_stacked(self.flat)
         self.optimizer.clip()
         self.optimizer.step()
 

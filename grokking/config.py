@@ -154,7 +154,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "max_steps": 10_000, "eval_every": 10, "split": "random", "frac": 0.5},
     # The fastest recipe measured here (docs/acceleration.md): the seed model and AdamW with the
     # learning rate raised 20x and the weight decay doubled. Canonical task, seeds 0/1/2: test
-    # accuracy 99% at epochs 140/100/140, train accuracy 99% at 70/80/70.
+    # accuracy 99% at epochs 140/100/140, train accuracy 99% at 70/80/70. Tuned on add: on divide
+    # mod 97 it does not fit the training set (see the comparison there).
     "fast": {"lr": 2e-2, "weight_decay": 2.0, "epochs": 400, "eval_every": 10, "checkpoint_every": 50},
 }
 

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -99,29 +100,49 @@ class GradFilter:
         self.count = int(tensors["filter.count"]) if "filter.count" in tensors else 0
 
 
+def orthogonalized(w: torch.Tensor, g: torch.Tensor, eps: float = 1e-30) -> torch.Tensor:
+    """⊥Grad of flattened weights and gradients ``[..., n]`` (one vector per leading index): the
+    gradient without its component along the weight, rescaled to the gradient's norm."""
+    g_orth = g - (w * g).sum(-1, keepdim=True) / ((w * w).sum(-1, keepdim=True) + eps) * w
+    return g_orth * (g.norm(dim=-1, keepdim=True) / (g_orth.norm(dim=-1, keepdim=True) + eps))
+
+
 @torch.no_grad()
 def orthogonalize_gradients(params: list[torch.nn.Parameter], eps: float = 1e-30) -> None:
-    """⊥Grad: drop the gradient's component along the weight, keep the gradient's norm."""
+    """⊥Grad on every parameter's gradient, in place (see :func:`orthogonalized`)."""
     for p in params:
-        if p.grad is None:
-            continue
-        w, g = p.detach().flatten(), p.grad.flatten()
-        g_orth = g - (w @ g) / (w @ w + eps) * w
-        p.grad.copy_((g_orth * (g.norm() / (g_orth.norm() + eps))).view_as(p.grad))
+        if p.grad is not None:
+            p.grad.copy_(orthogonalized(p.detach().flatten(), p.grad.flatten(), eps).view_as(p.grad))
 
 
 # --- Muon ----------------------------------------------------------------------------------------
 def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Approximate U V^T of g = U S V^T with the quintic iteration of Jordan et al."""
+    """Approximate U V^T of g = U S V^T with the quintic iteration of Jordan et al.; ``g`` is
+    ``[..., m, n]`` (leading dimensions are independent matrices, e.g. the runs of a batch)."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g / (g.norm() + 1e-7)
-    transposed = x.shape[0] > x.shape[1]
+    x = g / (torch.linalg.matrix_norm(g, keepdim=True) + 1e-7)
+    transposed = x.shape[-2] > x.shape[-1]
     if transposed:
-        x = x.T
+        x = x.mT
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if transposed else x
+    return x.mT if transposed else x
+
+
+def muon_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The 2-D matrix Muon orthogonalises for a parameter of this shape: the linear map it is
+    (``W_Q/K/V [n_heads, d_head, d_model]`` -> ``[n_heads * d_head, d_model]``)."""
+    return (math.prod(shape[:-1]), shape[-1]) if len(shape) == 3 else (shape[0], math.prod(shape[1:]))
+
+
+def muon_update(update: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Muon's step direction for a (Nesterov) momentum ``update`` of ``[..., *shape]``:
+    orthogonalised as a matrix, scaled by sqrt(max(1, rows / cols))."""
+    lead = update.shape[: update.ndim - len(shape)]
+    rows, cols = muon_matrix_shape(shape)
+    ortho = newton_schulz(update.reshape(*lead, rows, cols)) * max(1.0, rows / cols) ** 0.5
+    return ortho.reshape(update.shape)
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -144,10 +165,7 @@ class MuonAdamW(torch.optim.Optimizer):
                     buf = state["momentum_buffer"]
                     buf.mul_(group["momentum"]).add_(p.grad)
                     update = p.grad.add(buf, alpha=group["momentum"])  # Nesterov
-                    matrix = update.reshape(update.shape[0], -1) if p.ndim != 3 else update.reshape(-1, update.shape[-1])
-                    ortho = newton_schulz(matrix)
-                    ortho = ortho * max(1.0, matrix.shape[0] / matrix.shape[1]) ** 0.5
-                    p.mul_(1 - lr * wd).add_(ortho.view_as(p), alpha=-lr)
+                    p.mul_(1 - lr * wd).add_(muon_update(update, tuple(p.shape)), alpha=-lr)
                 else:
                     if not state:
                         state["step"] = torch.zeros((), dtype=torch.float32)

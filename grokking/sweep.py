@@ -943,7 +943,7 @@ def plot_sweep(sweep_dir: str | Path, heatmap_fields: Sequence[str] | None = Non
 
 
 # --- grouped summary ----------------------------------------------------------------------------------------
-SUMMARY_STATS = ("epochs", "seconds")
+SUMMARY_STATS = ("epochs", "seconds", "train_epochs")
 SUMMARY_COUNT_COLUMNS = ("n_runs", "n_reached", "n_unfinished")
 
 
@@ -969,10 +969,11 @@ def summarize_groups(rows: Sequence[dict[str, Any]], sweep_dir: str | Path | Non
     """Group the rows of results.csv by every swept field except ``exclude`` (the seed) and
     describe each group: ``n_runs``, ``n_reached`` (runs that reached 99% test accuracy),
     ``n_unfinished`` (failed, pending or running), and mean/std/min/max of the epochs to 99%
-    test accuracy and of the training seconds to it, over the runs that reached it. The
-    seconds are read from each run's metrics.jsonl (the evaluation that first reached 99%)
-    when ``sweep_dir`` is given, else taken from the row (the whole run). Groups keep the
-    order of their first row. Returns (group fields, one dict per group)."""
+    test accuracy, of the training seconds to it and of the epochs to 99% train accuracy
+    (``train_epochs``, whose gap to ``epochs`` is the grokking delay), over the runs that
+    reached it. The seconds are read from each run's metrics.jsonl (the evaluation that first
+    reached 99%) when ``sweep_dir`` is given, else taken from the row (the whole run). Groups
+    keep the order of their first row. Returns (group fields, one dict per group)."""
     fields = [f for f in swept_fields(rows) if f not in exclude]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
@@ -992,7 +993,9 @@ def summarize_groups(rows: Sequence[dict[str, Any]], sweep_dir: str | Path | Non
             "n_runs": len(group), "n_reached": len(reached),
             "n_unfinished": sum(1 for r in group if r["status"] not in ("completed", "stopped_early")),
         })
-        for name, values in (("epochs", [float(r["epoch_test_acc_99"]) for r in reached]), ("seconds", seconds)):
+        train_epochs = [float(r["epoch_train_acc_99"]) for r in reached if r.get("epoch_train_acc_99") is not None]
+        for name, values in (("epochs", [float(r["epoch_test_acc_99"]) for r in reached]), ("seconds", seconds),
+                             ("train_epochs", train_epochs)):
             entry.update({f"{name}_{stat}": value for stat, value in _stats(values).items()})
         entry["budget_epochs"] = max(budgets) if budgets else None
         entry["seeds"] = " ".join(str(r.get("seed")) for r in group)
@@ -1093,10 +1096,128 @@ def plot_summary(rows: Sequence[dict[str, Any]], fields: Sequence[str], groups: 
     return _save_figure(fig, Path(path))
 
 
+TASK_FIELDS = ("op", "p", "frac")
+
+
+def compare_across_tasks(fields: Sequence[str], groups: Sequence[dict[str, Any]]
+                         ) -> tuple[list[str], list[dict[str, Any]], list[tuple], dict[tuple, dict[tuple, Any]]] | None:
+    """The summary's groups as recipes x tasks, when both vary: a task is a value of the
+    swept fields among ``op``, ``p`` and ``frac``, a recipe a value of the other swept fields.
+    Only recipes run on every task are kept (knob searches on one task stay in summary.md).
+    Returns (recipe fields, tasks, recipes, cell[recipe][task] = group), or None."""
+    task_fields = [f for f in fields if f in TASK_FIELDS]
+    recipe_fields = [f for f in fields if f not in TASK_FIELDS]
+    if not task_fields or not recipe_fields:
+        return None
+    cells: dict[tuple, dict[tuple, dict[str, Any]]] = {}
+    tasks: list[tuple] = []
+    for group in groups:
+        task = tuple(group[f] for f in task_fields)
+        if task not in tasks:
+            tasks.append(task)
+        cells.setdefault(tuple(group[f] for f in recipe_fields), {})[task] = group
+    recipes = [r for r, by_task in cells.items() if len(by_task) == len(tasks)]
+    recipes.sort(key=lambda r: _recipe_label(recipe_fields, r) != "defaults")  # the baseline on top (stable sort)
+    if not recipes or len(tasks) < 2:
+        return None
+    return recipe_fields, [dict(zip(task_fields, t)) for t in tasks], recipes, cells
+
+
+def _task_label(task: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_format_value(v)}" if k != "op" else str(v) for k, v in task.items())
+
+
+def _recipe_label(recipe_fields: Sequence[str], recipe: tuple) -> str:
+    differing = [(f, v) for f, v in zip(recipe_fields, recipe) if _hashable(v) != _hashable(FIELDS[f].default)]
+    return ", ".join(f"{f}={_format_value(v)}" for f, v in differing) or "defaults"
+
+
+def comparison_markdown(recipe_fields: Sequence[str], tasks: Sequence[dict[str, Any]], recipes: Sequence[tuple],
+                        cells: dict[tuple, dict[tuple, dict[str, Any]]]) -> str:
+    """Three recipes x tasks tables: epochs to 99% test accuracy (mean ± std over the runs that
+    reached it, and how many did), epochs to 99% train accuracy of those runs, and training
+    seconds to 99% test accuracy."""
+    head = "| recipe | " + " | ".join(_task_label(t) for t in tasks) + " |\n|" + "---|" * (len(tasks) + 1) + "\n"
+    out = []
+    for title, name, digits in (("Epochs to 99% test accuracy, mean ± std (runs that reached it / runs)", "epochs", 0),
+                                ("Epochs to 99% train accuracy in those runs (the gap to the first table is the "
+                                 "grokking delay)", "train_epochs", 0),
+                                ("Training seconds to 99% test accuracy", "seconds", 1)):
+        lines = [f"{title}:\n", head]
+        for recipe in recipes:
+            row = []
+            for task in tasks:
+                g = cells[recipe][tuple(task.values())]
+                cell = _mean_std(g, name, digits)
+                if name == "epochs":
+                    cell += f" ({g['n_reached']}/{g['n_runs']})"
+                row.append(cell)
+            lines.append(f"| {_recipe_label(recipe_fields, recipe)} | " + " | ".join(row) + " |\n")
+        out.append("".join(lines))
+    return "\n".join(out)
+
+
+def plot_comparison(rows: Sequence[dict[str, Any]], recipe_fields: Sequence[str], tasks: Sequence[dict[str, Any]],
+                    recipes: Sequence[tuple], path: str | Path) -> Path:
+    """One panel per task: epochs to 99% test accuracy for each recipe, one dot per run
+    (coloured by seed), a bar at the mean; hollow markers at the budget for runs that never
+    got there."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    seeds = _distinct(r.get("seed") for r in rows)
+    reached = [r["epoch_test_acc_99"] for r in rows if r["epoch_test_acc_99"] is not None]
+    budget = max([r["epochs_run"] or 0 for r in rows if r["epoch_test_acc_99"] is None] + reached + [1])
+    low = min(reached + [budget])
+    ticks = [m * 10**e for e in range(0, 10) for m in (1, 2, 5) if low / 2 <= m * 10**e <= budget * 2]
+    fig, axes = plt.subplots(1, len(tasks), sharex=True, sharey=True, squeeze=False,
+                             figsize=(2.2 + 2.6 * len(tasks), max(2.5, 1.0 + 0.32 * len(recipes))))
+    for ax, task in zip(axes[0], tasks):
+        for index, recipe in enumerate(recipes):
+            y = len(recipes) - 1 - index
+            mine = [r for r in rows if all(_hashable(r.get(f)) == _hashable(v) for f, v in task.items())
+                    and all(_hashable(r.get(f)) == _hashable(v) for f, v in zip(recipe_fields, recipe))]
+            hits = [r["epoch_test_acc_99"] for r in mine if r["epoch_test_acc_99"] is not None]
+            for r in mine:
+                k = seeds.index(r.get("seed"))
+                jitter = (k - (len(seeds) - 1) / 2) * min(0.12, 0.6 / len(seeds))
+                if r["epoch_test_acc_99"] is not None:
+                    ax.scatter(r["epoch_test_acc_99"], y + jitter, s=20, color=f"C{k % 10}", zorder=3)
+                elif r["status"] in ("completed", "stopped_early"):
+                    ax.scatter(r["epochs_run"] or budget, y + jitter, s=32, facecolors="none",
+                               edgecolors=f"C{k % 10}", linewidths=1.2, zorder=3)
+            if hits:
+                ax.plot([sum(hits) / len(hits)] * 2, [y - 0.38, y + 0.38], color="black", linewidth=1.4, zorder=4)
+        ax.axvline(budget, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelsize=7, labelrotation=45)
+        ax.grid(alpha=0.3, which="major", axis="x")
+        ax.set_title(_task_label(task), fontsize=9)
+    axes[0][0].set_yticks(range(len(recipes)), [_recipe_label(recipe_fields, r) for r in reversed(recipes)], fontsize=7)
+    axes[0][0].set_ylim(-0.7, len(recipes) - 0.3)
+    fig.supxlabel("epochs to 99% test accuracy (log scale)", fontsize=8)
+    for seed in seeds:
+        axes[0][0].scatter([], [], s=20, color=f"C{seeds.index(seed) % 10}", label=f"seed {_format_value(seed)}")
+    axes[0][0].scatter([], [], s=32, facecolors="none", edgecolors="grey", label=f"not reached in {budget:,} epochs")
+    axes[0][0].plot([], [], color="black", label="mean of the runs that reached 99%")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+               ncol=min(3 + len(seeds), 6), frameon=False)
+    fig.tight_layout()
+    return _save_figure(fig, Path(path))
+
+
 def write_summary(sweep_dir: str | Path, figure: bool = True) -> list[Path]:
     """Write ``summary.csv``, ``summary.md`` and (with ``figure``) ``summary.png`` into a sweep
     directory from its results.csv: the runs grouped by every swept field except the seed
-    (see :func:`summarize_groups`). Returns the paths written."""
+    (see :func:`summarize_groups`). When tasks and recipes both vary, also ``comparison.md``
+    and ``comparison.png``: recipes x tasks (see :func:`compare_across_tasks`). Returns the
+    paths written."""
     sweep_dir = Path(sweep_dir)
     rows = read_results(sweep_dir)
     if not rows:
@@ -1114,6 +1235,13 @@ def write_summary(sweep_dir: str | Path, figure: bool = True) -> list[Path]:
     written = [csv_path, md_path]
     if figure:
         written.append(plot_summary(rows, fields, groups, sweep_dir / "summary.png"))
+    comparison = compare_across_tasks(fields, groups)
+    if comparison is not None:
+        written.append(sweep_dir / "comparison.md")
+        atomic_write_text(written[-1], comparison_markdown(*comparison))
+        if figure:
+            recipe_fields, tasks, recipes, _ = comparison
+            written.append(plot_comparison(rows, recipe_fields, tasks, recipes, sweep_dir / "comparison.png"))
     return written
 
 

@@ -161,11 +161,15 @@ def test_batched_run_matches_separate_runs(strategy):
 
 
 @pytest.mark.parametrize("changes", [dict(grokfast="ema"), dict(grokfast="ma", grokfast_window=3),
-                                     dict(optimizer="adam", weight_decay=1e-3), dict(loss="stablemax")],
-                         ids=["grokfast-ema", "grokfast-ma", "adam-l2", "stablemax"])
+                                     dict(optimizer="adam", weight_decay=1e-3), dict(loss="stablemax"),
+                                     dict(optimizer="orthoadamw", weight_decay=0.3),
+                                     dict(optimizer="muon", warmup_steps=3)],
+                         ids=["grokfast-ema", "grokfast-ma", "adam-l2", "stablemax", "orthoadamw", "muon"])
 def test_methods_match_separate_runs(changes):
-    cfgs = [tiny_config(seed=s, epochs=12, eval_every=4, lr=3e-3, grokfast_lamb=lamb, **changes)
-            for s, lamb in ((0, 2.0), (1, 0.5))]
+    # The two runs differ in seed and in each method's own per-run knobs.
+    per_run = ((0, dict(grokfast_lamb=2.0, muon_lr=0.02, momentum=0.95, grad_clip=0.0)),
+               (1, dict(grokfast_lamb=0.5, muon_lr=0.05, momentum=0.5, grad_clip=0.05)))
+    cfgs = [tiny_config(seed=s, epochs=12, eval_every=4, lr=3e-3, **knobs, **changes) for s, knobs in per_run]
     trainer = BatchedTrainer(cfgs, None, strategy="stacked", progress=False)
     trainer.run()
     for run, single in zip(trainer.runs, separate_records(cfgs)):
@@ -207,6 +211,29 @@ def test_per_run_hyperparameters_give_torch_adamw_updates_for_each_run():
     assert (flat.data[0] - flat.data[1]).abs().max() > 1e-4
 
 
+def assert_continues_like_a_separate_run(resumed: Trainer, cfg, epochs: int) -> None:
+    """A batched run's checkpoint, resumed alone for more epochs, ends close to a separate run."""
+    resumed.cfg = resumed.cfg.replace(epochs=epochs)
+    resumed.run()
+    longer = Trainer(cfg.replace(epochs=epochs), None, progress=False)
+    longer.run()
+    assert resumed.records[-1]["epoch"] == epochs
+    assert resumed.records[-1]["train_loss"] == pytest.approx(longer.records[-1]["train_loss"], rel=1e-4)
+
+
+def test_batched_muon_and_orthoadamw_checkpoints_resume_as_single_runs(tmp_path):
+    for optimizer in ("muon", "orthoadamw"):
+        cfgs = [tiny_config(seed=s, optimizer=optimizer, epochs=10, eval_every=5, checkpoint_every=10, lr=3e-3,
+                            weight_decay=0.3) for s in (0, 1)]
+        outs = [tmp_path / optimizer / "a", tmp_path / optimizer / "b"]
+        train_batched(cfgs, outs, progress=False, strategy="stacked")
+        resumed = Trainer.resume(outs[1], progress=False)
+        if optimizer == "muon":  # the saved state is MuonAdamW's: momentum for hidden matrices, Adam moments else
+            kinds = {tuple(sorted(st)) for st in resumed.optimizer.state.values()}
+            assert kinds == {("momentum_buffer",), ("exp_avg", "exp_avg_sq", "step")}
+        assert_continues_like_a_separate_run(resumed, cfgs[1], epochs=16)
+
+
 def test_per_run_gradient_clipping():
     cfgs = [tiny_config(grad_clip=0.0), tiny_config(grad_clip=0.1), tiny_config(grad_clip=1e6)]
     torch.manual_seed(0)
@@ -227,6 +254,7 @@ def test_unsupported_batches_are_refused_naming_the_field():
     cases = [([tiny_config(), tiny_config(d_model=64)], "d_model"),
              ([tiny_config(n_layers=2)], "n_layers"),
              ([tiny_config(optimizer="sgd")], "optimizer"),
+             ([tiny_config(optimizer="muon"), tiny_config()], "optimizer"),
              ([tiny_config(), tiny_config(loss="stablemax")], "loss"),
              ([tiny_config(batch_size=16)], "batch_size"),
              ([tiny_config(compile=True)], "compile"),
@@ -260,13 +288,7 @@ def test_run_directories_are_complete_loadable_and_resumable(tmp_path):
     assert figures["train_loss"] == pytest.approx(last["train_loss"], rel=1e-5)
     assert loaded.meta["epoch"] == 25
     # ... and it is a single-run checkpoint: the run continues alone, close to a separate run.
-    resumed = Trainer.resume(outs[0], progress=False)
-    resumed.cfg = resumed.cfg.replace(epochs=30)
-    resumed.run()
-    longer = Trainer(cfgs[0].replace(epochs=30), None, progress=False)
-    longer.run()
-    assert resumed.records[-1]["epoch"] == 30
-    assert resumed.records[-1]["train_loss"] == pytest.approx(longer.records[-1]["train_loss"], rel=1e-4)
+    assert_continues_like_a_separate_run(Trainer.resume(outs[0], progress=False), cfgs[0], epochs=30)
 
 
 def test_cli_batch_trains_the_grid(tmp_path, capsys):

@@ -435,3 +435,31 @@ def test_sweep_summary_groups_seeds_and_counts_unreached_runs(tmp_path):
     assert "| 0.01 | 2/3 | 650 ± 71 | 600–700 | 35.0 ± 7.1 | 30.0–40.0 |" in table
     assert "| 0.001 | 0/2 (1 unfinished) | – |" in table
     assert written[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_comparison_tabulates_recipes_run_on_every_task(tmp_path):
+    from grokking.sweep import RESULT_COLUMNS, write_results, write_summary
+
+    def row(op, seed, lr, epoch99, train99, seconds):
+        cfg = Config(op=op, seed=seed, lr=lr)
+        return {**{c: None for c in RESULT_COLUMNS}, **cfg.to_dict(), "name": f"{op}_{lr}_{seed}",
+                "status": "stopped_early" if epoch99 else "completed", "epoch_test_acc_99": epoch99,
+                "epoch_train_acc_99": train99, "epochs_run": epoch99 or 1500, "seconds": seconds,
+                "run_dir": f"runs/none_{op}_{seed}_{lr}"}
+
+    write_results(tmp_path, [
+        row("add", 0, 1e-2, 600, 60, 30.0), row("add", 1, 1e-2, 700, 80, 40.0),
+        row("divide", 0, 1e-2, 300, 100, 20.0), row("divide", 1, 1e-2, None, 120, 90.0),
+        row("add", 0, 1e-3, None, 140, 80.0), row("add", 1, 1e-3, None, 150, 80.0),
+        row("divide", 0, 1e-3, None, 150, 80.0), row("divide", 1, 1e-3, None, 150, 80.0),
+        row("add", 0, 5e-2, None, None, 80.0),  # a knob tried on one task only: not in the comparison
+    ])
+    written = write_summary(tmp_path)
+    assert [p.name for p in written] == ["summary.csv", "summary.md", "summary.png", "comparison.md", "comparison.png"]
+    epochs, train, seconds = (tmp_path / "comparison.md").read_text().split("\n\n")
+    assert "| recipe | add | divide |" in epochs
+    assert "| lr=0.01 | 650 ± 71 (2/2) | 300 (1/2) |" in epochs
+    assert "| defaults | – (0/2) | – (0/2) |" in epochs and "0.05" not in epochs
+    assert "| lr=0.01 | 70 ± 14 | 100 |" in train
+    assert "| lr=0.01 | 35.0 ± 7.1 | 20.0 |" in seconds
+    assert written[4].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
