@@ -62,11 +62,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer
 
     if args.resume:
-        given = [flag(n) for n in FIELDS if hasattr(args, n)] + (["--config"] if args.config else []) + \
-                (["--preset"] if args.preset else []) + (["--overwrite"] if args.overwrite else [])
+        from .train import BUDGET_FIELDS
+
+        given = [flag(n) for n in FIELDS if hasattr(args, n) and n not in BUDGET_FIELDS] + \
+                (["--config"] if args.config else []) + (["--preset"] if args.preset else []) + \
+                (["--overwrite"] if args.overwrite else [])
         if given:
-            raise UsageError(f"grokking train: --resume takes its config from the run; drop {', '.join(given)}")
-        trainer = Trainer.resume(args.resume, progress=not args.quiet)
+            raise UsageError(f"grokking train: --resume takes its config from the run; drop {', '.join(given)} "
+                             f"(only {', '.join(flag(n) for n in BUDGET_FIELDS)} may change)")
+        budget = {n: getattr(args, n) for n in BUDGET_FIELDS if hasattr(args, n)}
+        trainer = Trainer.resume(args.resume, budget, progress=not args.quiet)
     else:
         if args.out is not None and not args.out.strip():
             raise UsageError("out: must be a directory path, got ''")
@@ -147,7 +152,8 @@ def build_parser() -> Parser:
     p_train.add_argument("--preset", choices=sorted(PRESETS), help="named published setting (see docs)")
     p_train.add_argument("--out", help="run directory (default: runs/<op>_p<p>_frac<frac>_seed<seed>_<hash>)")
     p_train.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory")
-    p_train.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+    p_train.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint; with --epochs N (or another budget "
+                         "flag: --max-steps, --stop-at-test-acc, --stop-at-test-loss) extend it")
     p_train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(p_train)
     p_train.set_defaults(func=cmd_train)

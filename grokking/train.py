@@ -171,6 +171,11 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+#: Fields that only decide when a run stops. ``--resume`` may change them (to extend a run that has
+#: not grokked yet, or give a stopped one a new target) without changing any step it takes.
+BUDGET_FIELDS = ("epochs", "max_steps", "stop_at_test_acc", "stop_at_test_loss")
+
+
 @dataclass(frozen=True)
 class SnapshotEpochs:
     """``epoch in snapshot_epochs(cfg)``: every ``every`` epochs (0: epoch 0 only) up to ``last``, plus
@@ -362,11 +367,17 @@ class Trainer:
 
     # --- resume --------------------------------------------------------------------------------------
     @classmethod
-    def resume(cls, out: str | Path, **kwargs: Any) -> "Trainer":
+    def resume(cls, out: str | Path, budget: dict[str, Any] | None = None, **kwargs: Any) -> "Trainer":
         """Continue ``out`` from ``checkpoints/last.safetensors``. A run killed before that file
         first existed (its epoch-0 checkpoint) has nothing worth keeping: it starts again from
-        epoch 0 with the config in its config.json, which gives the same run."""
+        epoch 0 with the config in its config.json, which gives the same run.
+
+        ``budget`` changes :data:`BUDGET_FIELDS` only (e.g. ``{"epochs": 40000}`` to extend a run
+        that has not grokked yet); the run then continues exactly as if started with that budget."""
         out = Path(out)
+        unknown = sorted(set(budget or {}) - set(BUDGET_FIELDS))
+        if unknown:
+            raise ConfigError(unknown[0], f"cannot change on resume; only {', '.join(BUDGET_FIELDS)} can")
         config_file, last = out / "config.json", out / "checkpoints" / "last.safetensors"
         if not out.is_dir():
             raise RunDirError(f"resume: {out} is not a run directory")
@@ -374,9 +385,12 @@ class Trainer:
             raise RunDirError(f"resume: {out} has no config.json (it was stopped before it started); "
                               f"run the original command again with --overwrite")
         try:
-            cfg = from_dict(json.loads(config_file.read_text())["config"])
+            stored = json.loads(config_file.read_text())["config"]
+            cfg = from_dict(stored)
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             raise RunDirError(f"resume: {config_file} is unreadable ({type(err).__name__})") from None
+        if budget:
+            cfg = from_dict({**stored, **budget})
         for stale in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:  # writes cut short by a kill
             stale.unlink(missing_ok=True)
         if not last.exists():
@@ -396,6 +410,10 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
             raise CheckpointError(f"resume: {last} does not match {config_file} "
                                   f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
+        if trainer.epoch > cfg.epochs or cfg.max_steps and trainer.step_count > cfg.max_steps:
+            field, value, reached = (("epochs", cfg.epochs, trainer.epoch) if trainer.epoch > cfg.epochs
+                                     else ("max_steps", cfg.max_steps, trainer.step_count))
+            raise ConfigError(field, f"{value} is below the {reached} this run has already reached (a resumed run cannot shrink)")
         trainer.last_saved_epoch = trainer.epoch
         trainer.records = [r for r in read_metrics(out) if r["epoch"] <= trainer.epoch]
         lines = "".join(json.dumps(r) + "\n" for r in trainer.records)
@@ -542,5 +560,7 @@ def train(cfg: Config, out: str | Path | None = None, *, overwrite: bool = False
     return trainer.run(overwrite=overwrite)
 
 
-def resume(out: str | Path, *, progress: bool = True, callbacks: list[Callback] | None = None) -> dict[str, Any]:
-    return Trainer.resume(out, progress=progress, callbacks=callbacks or []).run()
+def resume(out: str | Path, *, progress: bool = True, callbacks: list[Callback] | None = None,
+           **budget: Any) -> dict[str, Any]:
+    """Continue a run; ``budget`` keywords (:data:`BUDGET_FIELDS`) extend it or change its stop target."""
+    return Trainer.resume(out, budget, progress=progress, callbacks=callbacks or []).run()

@@ -26,7 +26,8 @@ import torch
 from conftest import tiny_config
 from grokking.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, snapshots
 from grokking.cli import main
-from grokking.train import RunDirError, Trainer, TrainingFailed, read_metrics, train
+from grokking.config import ConfigError
+from grokking.train import RunDirError, Trainer, TrainingFailed, read_metrics, resume, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -294,6 +295,39 @@ def test_resuming_a_finished_or_stopped_run_changes_nothing(tmp_path):
     again = Trainer.resume(run, progress=False).run()
     assert again["status"] == "stopped_early" and again["epochs_run"] == first["epochs_run"]
     assert metrics_without_seconds(run) == before
+
+
+def test_extending_a_finished_run_continues_it_as_if_started_with_the_larger_budget(tmp_path, capsys):
+    cfg = tiny_config(epochs=80, batch_size=16, grokfast="ema")
+    train(cfg, tmp_path / "ref", progress=False)
+    run = tmp_path / "run"
+    assert train(cfg.replace(epochs=40), run, progress=False)["epochs_run"] == 40
+    assert main(["train", "--resume", str(run), "--epochs", "80", "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["config"]["epochs"] == 80
+    assert_same_run(run, tmp_path / "ref")
+    capsys.readouterr()
+    # The budget can only grow, and nothing but the budget can change.
+    assert main(["train", "--resume", str(run), "--epochs", "60"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("grokking: error: epochs: 60 is below the 80"), err
+    assert main(["train", "--resume", str(run), "--epochs", "100", "--weight-decay", "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "drop --weight-decay" in err and "--epochs" not in err.split("(")[0]
+    with pytest.raises(ConfigError, match="lr: cannot change on resume"):
+        Trainer.resume(run, {"lr": 0.1}, progress=False)
+    assert_same_run(run, tmp_path / "ref")  # refused resumes wrote nothing
+
+
+def test_a_run_stopped_at_its_target_continues_with_a_new_one(tmp_path):
+    cfg = tiny_config(epochs=300, lr=1e-2, frac=0.6)
+    full = train(cfg, tmp_path / "ref", progress=False)
+    run = tmp_path / "run"
+    first = train(cfg.replace(stop_at_test_acc=0.3), run, progress=False)
+    assert first["status"] == "stopped_early" and first["epochs_run"] < 300
+    again = resume(run, progress=False, stop_at_test_acc=None)
+    assert again["status"] == "completed" and again["epochs_run"] == full["epochs_run"] == 300
+    ours, theirs = metrics_without_seconds(run), metrics_without_seconds(tmp_path / "ref")
+    assert ours == theirs
 
 
 def test_same_config_and_seed_give_identical_runs(tmp_path):
