@@ -385,12 +385,9 @@ class Trainer:
             raise RunDirError(f"resume: {out} has no config.json (it was stopped before it started); "
                               f"run the original command again with --overwrite")
         try:
-            stored = json.loads(config_file.read_text())["config"]
-            cfg = from_dict(stored)
+            cfg = from_dict({**json.loads(config_file.read_text())["config"], **(budget or {})})
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             raise RunDirError(f"resume: {config_file} is unreadable ({type(err).__name__})") from None
-        if budget:
-            cfg = from_dict({**stored, **budget})
         for stale in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:  # writes cut short by a kill
             stale.unlink(missing_ok=True)
         if not last.exists():
