@@ -67,13 +67,15 @@ from .train import (
 )
 
 STRATEGIES = ("auto", "stacked", "loop")
-# What "auto" picks on CPU. benchmark_batched(k=8, epochs=10, repeats=3) on the canonical run
-# (add, p=113, frac 0.3, default Config; evaluations every 10 epochs included), on 2 CPU cores
-# shared with other jobs (torch 2.13 CPU), three sessions at different machine loads, median ms
-# per run-epoch:  8 sequential Trainers 766 / 379 / 247;  stacked 367 / 281 / 143;
-# loop 903 / 394 / 266. The stacked model does the same arithmetic in ~K times fewer (larger)
-# operations, which wins on CPU too; the loop strategy costs what sequential runs cost.
-CPU_STRATEGY = "stacked"
+# What "auto" picks on CPU. benchmark_batched(k=8, ...) on the canonical run (add, p=113,
+# frac 0.3, default Config; evaluations included), 2 CPU cores, torch 2.13 CPU, median ms per
+# run-epoch. Before fast.py's token tables (the dense path everywhere), three sessions at
+# different loads: 8 sequential Trainers 766 / 379 / 247, stacked 367 / 281 / 143, loop 903 /
+# 394 / 266. Since a single CPU run takes the token-table product (which the stacked model does
+# not), on a quiet machine, 2026-11-29 (epochs=20, repeats=3): sequential 31.5, stacked 38.4,
+# loop 31.6. The loop steps each run's own Trainer, so it costs what sequential runs cost;
+# stacked is now the slower one on CPU.
+CPU_STRATEGY = "loop"
 
 # Fields that fix the shapes of the weights: every run of a batch must share them.
 SHAPE_FIELDS = ("op", "p", "n_layers", "d_model", "n_heads", "head_dim", "d_mlp", "act", "layernorm")

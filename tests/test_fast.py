@@ -4,7 +4,7 @@ import torch
 
 from grokking.config import Config
 from grokking.data import make_dataset
-from grokking.fast import hooked_last_position_logits, last_position_logits, unsupported_reason
+from grokking.fast import hooked_last_position_logits, last_position_logits, unsupported_reason, uses_token_tables
 from grokking.methods import loss_function
 from grokking.model import Transformer
 from grokking.train import Trainer
@@ -51,9 +51,35 @@ def test_fast_path_matches_hooked_loss_and_gradients(changes):
         assert (g_fast - g_ref).abs().max().item() < 1e-4 * scale, name
 
 
+def test_token_tables_follow_the_inputs_they_are_given():
+    # The lookup plan is cached for the last (a, b); new inputs, or the same tensors changed in
+    # place (as a minibatch buffer would be), must not reuse it.
+    cfg = Config(p=23, d_model=32, d_mlp=64)
+    model = perturbed(Transformer(cfg, seed=1))
+    ds = make_dataset(cfg.op, cfg.p, 0.5, 0)
+    tokens, labels = ds.split("train")
+    a, b = tokens[:, 0].clone(), tokens[:, 1].clone()
+    assert uses_token_tables(model, a)
+
+    def check(x: torch.Tensor, y: torch.Tensor) -> None:
+        fast, ref = (fn(model, x, y) for fn in (last_position_logits, hooked_last_position_logits))
+        assert (fast - ref).abs().max().item() < 1e-5
+        fast_grad = torch.autograd.grad(fast.sum(), model.blocks[0].mlp.W_in)[0]
+        ref_grad = torch.autograd.grad(ref.sum(), model.blocks[0].mlp.W_in)[0]
+        assert (fast_grad - ref_grad).abs().max().item() < 1e-4 * ref_grad.abs().max().item()
+
+    check(a, b)
+    check(a, b)  # the cached plan
+    a.copy_(a.roll(1))  # in place: the same tensor object, new contents
+    check(a, b)
+    check(b, a)
+    check(a[:40], b[:40])
+
+
 def test_canonical_config_trains_on_the_fast_path(tmp_path):
     trainer = Trainer(Config(epochs=1, checkpoint_log=0, report=False), tmp_path / "run", progress=False)
     assert trainer.logits_fn is last_position_logits
+    assert uses_token_tables(trainer.model, trainer.train_a)
     trainer.run()
     import json
     assert json.loads((tmp_path / "run" / "config.json").read_text())["training_path"] == "fast"
@@ -94,8 +120,11 @@ def test_trainer_reproduces_the_seed_loop(seed_reference):
     trainer.run()
     ours = [r["train_loss"] for r in trainer.records]
     assert len(ours) == 15
+    # 1e-4, not float32's 1e-7: a pre-activation within round-off of zero can land on the other
+    # side of the ReLU (here, once by step 3), and Adam turns that one neuron's difference into
+    # ~2e-5 of loss by step 15. A wrong gradient anywhere is off by more than 1e-3 within a step.
     for epoch, (a, b) in enumerate(zip(ours, ref_losses)):
-        assert abs(a - b) < 1e-5 * b, (epoch, a, b)
+        assert abs(a - b) < 1e-4 * b, (epoch, a, b)
 
 
 @pytest.mark.slow
