@@ -107,18 +107,32 @@ def poll_until(proc: subprocess.Popen, condition, interval: float = 0.02) -> boo
     return False
 
 
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory) -> Path:
-    """The uninterrupted run every interrupted one must equal."""
-    out = tmp_path_factory.mktemp("reference") / "run"
+def uninterrupted_run(out: Path, flags: list[str], n_records: int) -> Path:
     log = out.parent / "log.txt"
-    proc = launch(["--out", str(out), *KILL_FLAGS], log)
+    proc = launch(["--out", str(out), *flags], log)
     assert wait(proc) == 0, log.read_text()
-    assert n_lines(out) == N_RECORDS
+    assert n_lines(out) == n_records
     return out
 
 
-def kill_and_resume(out: Path, schedule: list[str], seed: int, max_advance: int = 5) -> list[dict]:
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """The uninterrupted run every interrupted one must equal."""
+    return uninterrupted_run(tmp_path_factory.mktemp("reference") / "run", KILL_FLAGS, N_RECORDS)
+
+
+# Eight kills need a run that outlasts them: each may let it advance by several evaluations
+# (and an early one by seconds), so 300 epochs can finish before the last kill on a quiet machine.
+LONG_KILL_FLAGS = [*KILL_FLAGS[: KILL_FLAGS.index("--epochs") + 1], "900", *KILL_FLAGS[KILL_FLAGS.index("--epochs") + 2:]]
+
+
+@pytest.fixture(scope="module")
+def long_reference_run(tmp_path_factory) -> Path:
+    return uninterrupted_run(tmp_path_factory.mktemp("long_reference") / "run", LONG_KILL_FLAGS, 900 // 5 + 1)
+
+
+def kill_and_resume(out: Path, schedule: list[str], seed: int, max_advance: int = 5,
+                    flags: list[str] = KILL_FLAGS) -> list[dict]:
     """Start the run, SIGKILL it once per entry of ``schedule``, resuming it each time; then finish it.
 
     ``progress``: after a seeded random number of further evaluations plus a random delay.
@@ -130,7 +144,7 @@ def kill_and_resume(out: Path, schedule: list[str], seed: int, max_advance: int 
     log = out.parent / f"{out.name}.log"
     kills = []
     for mode in schedule:
-        args = ["--resume", str(out), "--quiet"] if (out / "config.json").exists() else ["--out", str(out), "--overwrite", *KILL_FLAGS]
+        args = ["--resume", str(out), "--quiet"] if (out / "config.json").exists() else ["--out", str(out), "--overwrite", *flags]
         slow = {"GROKKING_TEST_SLOW_WRITE": "0.04"} if mode == "write" else {}
         before = n_lines(out)
         started = time.monotonic()
@@ -157,7 +171,7 @@ def kill_and_resume(out: Path, schedule: list[str], seed: int, max_advance: int 
                       "temp_files": [p.name for p in leftovers]})
         if mode == "write":
             assert checkpoint_temp_files(out), "the kill did not land inside a checkpoint write"
-    proc = launch(["--resume", str(out), "--quiet"] if (out / "config.json").exists() else ["--out", str(out), "--overwrite", *KILL_FLAGS], log)
+    proc = launch(["--resume", str(out), "--quiet"] if (out / "config.json").exists() else ["--out", str(out), "--overwrite", *flags], log)
     assert wait(proc) == 0, log.read_text()
     return kills
 
@@ -178,12 +192,12 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, refere
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [2, 3])
-def test_many_sigkills_then_resume_is_bit_identical(tmp_path, reference_run, seed):
+def test_many_sigkills_then_resume_is_bit_identical(tmp_path, long_reference_run, seed):
     out = tmp_path / "run"
     kills = kill_and_resume(out, ["early", "write", "progress", "write", "progress", "early", "progress", "write"],
-                            seed=seed, max_advance=8)
+                            seed=seed, max_advance=8, flags=LONG_KILL_FLAGS)
     report(f"slow kill test (seed {seed})", kills)
-    assert_same_run(out, reference_run)
+    assert_same_run(out, long_reference_run)
 
 
 def test_sigint_and_sigterm_save_exit_cleanly_and_resume_bit_identical(tmp_path, reference_run):
