@@ -211,19 +211,17 @@ def _logits_through_token_tables(model: Transformer, a: torch.Tensor, b: torch.T
     attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
     W_U = model.unembed.W_U  # [d_model, V]
     n_heads, d_head = value_eq.shape
-    d_mlp, d_vocab = mlp.W_in.shape[0], W_U.shape[1]
-    W_read = torch.cat([mlp.W_in, W_U.T], 0)  # [d_mlp + V, d_model]: what the residual stream feeds
-    W_z = W_read @ attn.W_O  # [d_mlp + V, H*d_head]
-    W_z_heads = W_z.view(-1, n_heads, d_head).permute(1, 2, 0)  # [H, d_head, d_mlp + V]
+    d_vocab = W_U.shape[1]
     relative_values = value_table.permute(2, 0, 1, 3).reshape(n_heads, 2 * d_vocab, d_head) - value_eq[:, None]
-    token_rows = torch.bmm(relative_values, W_z_heads)  # [H, 2V, d_mlp + V]
-    eq_output = W_z @ value_eq.flatten()  # every head attending fully to '='
-    constant = W_read @ resid_eq + eq_output + torch.cat([mlp.b_in, mlp.b_out @ W_U])
-    T = token_rows.flatten(0, 1)
+    tables, constants = [], []
+    # What the residual stream feeds: the MLP's input and the logits (with the MLP's output bias).
+    for W_read, bias in ((mlp.W_in, mlp.b_in), (W_U.T, mlp.b_out @ W_U)):
+        W_z = W_read @ attn.W_O  # [n_out, H*d_head]
+        tables.append(torch.bmm(relative_values, W_z.view(-1, n_heads, d_head).permute(1, 2, 0)).flatten(0, 1))
+        constants.append(W_read @ resid_eq + W_z @ value_eq.flatten() + bias)  # '=' fully attended, per head
     plan = _bag_plan(a, b, n_heads, d_vocab)
     weights = pattern[:, :2].transpose(1, 2).flatten(1)  # [B, 2H], (head, position) as the plan's rows
-    pre, resid_logits = _TokenTableMix.apply(T[:, :d_mlp].contiguous(), T[:, d_mlp:].contiguous(),
-                                             constant[:d_mlp], constant[d_mlp:], weights, plan)
+    pre, resid_logits = _TokenTableMix.apply(*tables, *constants, weights, plan)
     W_post = mlp.W_out.T @ W_U  # [d_mlp, V]: the MLP's output read straight into the logits
     if mlp.act == "relu":
         return _ReluThenProduct.apply(pre, W_post, resid_logits)
