@@ -88,15 +88,16 @@ def last_position_logits(model: Transformer, a: torch.Tensor, b: torch.Tensor) -
     scores01 = (kv01[:, :, 0] * q_eq).sum(-1)  # [2, V, H]
     score_eq = (kv_eq[0] * q_eq).sum(-1)  # [H]
 
-    # One table row per (position, token): [score per head | value per head].
+    # One table row per (position, token): [score per head | value per head]; the token-table
+    # product keeps the values in its own tables, so it gathers only the scores.
     d_vocab = W_E.shape[1]
-    table = torch.cat([scores01, kv01[:, :, 1].flatten(-2)], -1).view(2 * d_vocab, -1)
-    rows = F.embedding(torch.stack([a, b + d_vocab], 1), table)  # [B, 2, H + H*d_head]
+    token_tables = uses_token_tables(model, a)
+    table = scores01 if token_tables else torch.cat([scores01, kv01[:, :, 1].flatten(-2)], -1)
+    rows = F.embedding(torch.stack([a, b + d_vocab], 1), table.view(2 * d_vocab, -1))  # [B, 2, H (+ H*d_head)]
     scores = torch.cat([rows[..., :n_heads], score_eq.expand(a.shape[0], 1, n_heads)], 1)  # [B, 3, H]
     pattern = torch.softmax(scores, dim=1)  # [B, 3, H]
-    if uses_token_tables(model, a):
-        value_table = table.view(2, d_vocab, -1)[..., n_heads:].view(2, d_vocab, n_heads, d_head)
-        return _logits_through_token_tables(model, a, b, pattern, value_table, kv_eq[1], resid_eq)
+    if token_tables:
+        return _logits_through_token_tables(model, a, b, pattern, kv01[:, :, 1], kv_eq[1], resid_eq)
     values01 = rows[..., n_heads:].view(-1, 2, n_heads, d_head)
 
     z = (pattern[:, :2, :, None] * values01).sum(1) + pattern[:, 2, :, None] * kv_eq[1]  # [B, H, d_head]
