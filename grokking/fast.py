@@ -143,17 +143,24 @@ class _BagPlan:
         self.rows = torch.stack([head_base + a[:, None, None], head_base + d_vocab + b[:, None, None]], -1)
         self.rows = self.rows.reshape(n, 2 * n_heads)  # (head, position) order: increasing
         self.n_rows = 2 * n_heads * d_vocab
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore")
-            self.pattern = torch.sparse_csr_tensor(
-                torch.arange(0, self.rows.numel() + 1, self.rows.shape[1], device=a.device), self.rows.flatten(),
-                torch.zeros(self.rows.numel(), device=a.device), size=(n, self.n_rows), check_invariants=False)
         self.key = (a._version, b._version, n_heads, d_vocab)
         self.a, self.b = a, b
+        # Built on the first backward pass only: evaluation (no_grad) needs just the rows.
+        self._pattern: torch.Tensor | None = None
         self._transpose: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def matches(self, a: torch.Tensor, b: torch.Tensor, n_heads: int, d_vocab: int) -> bool:
         return self.a is a and self.b is b and self.key == (a._version, b._version, n_heads, d_vocab)
+
+    def pattern(self) -> torch.Tensor:
+        if self._pattern is None:
+            n, k = self.rows.shape
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore")
+                self._pattern = torch.sparse_csr_tensor(
+                    torch.arange(0, n * k + 1, k, device=self.rows.device), self.rows.flatten(),
+                    torch.zeros(n * k, device=self.rows.device), size=(n, self.n_rows), check_invariants=False)
+        return self._pattern
 
     def transpose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(order, example of each sorted lookup, first sorted lookup of each row)."""
@@ -201,8 +208,8 @@ class _TokenTableMix(torch.autograd.Function):
         g_pre, g_logits = g_pre.contiguous(), g_logits.contiguous()
         grad_T_pre = F.embedding_bag(example, g_pre, **bag)
         grad_T_logits = F.embedding_bag(example, g_logits, **bag)
-        grad_w = torch.sparse.sampled_addmm(plan.pattern, g_pre, T_pre.T, beta=0.0).values()
-        grad_w += torch.sparse.sampled_addmm(plan.pattern, g_logits, T_logits.T, beta=0.0).values()
+        grad_w = torch.sparse.sampled_addmm(plan.pattern(), g_pre, T_pre.T, beta=0.0).values()
+        grad_w += torch.sparse.sampled_addmm(plan.pattern(), g_logits, T_logits.T, beta=0.0).values()
         return grad_T_pre, grad_T_logits, g_pre.sum(0), g_logits.sum(0), grad_w.view_as(w), None
 
 

@@ -407,10 +407,11 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
             raise CheckpointError(f"resume: {last} does not match {config_file} "
                                   f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
-        if trainer.epoch > cfg.epochs or cfg.max_steps and trainer.step_count > cfg.max_steps:
-            field, value, reached = (("epochs", cfg.epochs, trainer.epoch) if trainer.epoch > cfg.epochs
-                                     else ("max_steps", cfg.max_steps, trainer.step_count))
-            raise ConfigError(field, f"{value} is below the {reached} this run has already reached (a resumed run cannot shrink)")
+        limits = [("epochs", cfg.epochs, trainer.epoch)] + ([("max_steps", cfg.max_steps, trainer.step_count)]
+                                                             if cfg.max_steps else [])  # max_steps 0: no limit
+        for field, value, reached in limits:
+            if reached > value:
+                raise ConfigError(field, f"{value} is below the {reached} this run has already reached (a resumed run cannot shrink)")
         trainer.last_saved_epoch = trainer.epoch
         trainer.records = [r for r in read_metrics(out) if r["epoch"] <= trainer.epoch]
         lines = "".join(json.dumps(r) + "\n" for r in trainer.records)
