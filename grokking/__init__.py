@@ -5,8 +5,7 @@ splits), ``model`` (the seed's hooked transformer), ``fast`` (the exact last-pos
 training path), ``methods`` (optimisers, losses, gradient filters), ``train`` (the loop
 and run directories), ``checkpoint`` (safe files, seed checkpoints), ``plots`` and ``cli``.
 """
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: E402
 from .config import Config, ConfigError  # noqa: E402
 from .data import OPERATIONS, Operation, make_dataset, register_operation  # noqa: E402
 from .model import HookPoint, Transformer  # noqa: E402

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
-import time
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -30,77 +27,22 @@ from safetensors.torch import save as st_save
 
 from .config import Config, ConfigError, from_dict
 from .data import Dataset, dataset_from_pairs, make_dataset
+from .errors import InputError
 from .model import Transformer
+from .rundir import (  # noqa: F401 - re-exported: they were defined here
+    SNAPSHOT_PATTERN,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    snapshot_path,
+    snapshots,
+)
 
 FORMAT = "grokking-checkpoint-1"
-SNAPSHOT_PATTERN = "epoch_{:07d}.safetensors"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError, RuntimeError):
     """A checkpoint that is missing, unsafe, corrupt or of an unknown kind (one-line message)."""
-
-
-# --- atomic writes -------------------------------------------------------------------------
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _test_slow_write()
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _test_slow_write() -> None:
-    """Test hook: ``GROKKING_TEST_SLOW_WRITE=SECONDS`` sleeps between writing the temporary
-    file and renaming it, so tests can kill a process in the middle of a checkpoint write."""
-    delay = os.environ.get("GROKKING_TEST_SLOW_WRITE")
-    if delay:
-        try:
-            time.sleep(max(float(delay), 0.0))
-        except ValueError:
-            pass
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return True
 
 
 # --- our format ------------------------------------------------------------------------------
@@ -151,21 +93,6 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     # alignment; own, writable, allocator-aligned copies make a resumed optimiser state live
     # in memory like a fresh one (BLAS kernels may pick code paths by alignment).
     return {k: v.clone() for k, v in tensors.items()}, meta
-
-
-def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
-    return Path(run_dir) / "checkpoints" / SNAPSHOT_PATTERN.format(epoch)
-
-
-def snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """The weight snapshots of a run, ``(epoch, path)`` sorted by epoch."""
-    found = []
-    for f in (Path(run_dir) / "checkpoints").glob("epoch_*.safetensors"):
-        try:
-            found.append((int(f.stem.split("_")[1]), f))
-        except ValueError:
-            continue
-    return sorted(found)
 
 
 def load_snapshot_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -19,17 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from .data import OPERATIONS, group_size, is_prime
+from .errors import InputError
 
 MAX_P = 1000  # p^2 pairs of 3 tokens; beyond this the full-batch table stops fitting anywhere
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """Bad configuration: ``str(err)`` is a one-line message naming the field."""
 
     def __init__(self, field_name: str, message: str):
         self.field = field_name
-        # One line whatever the input held (a key or path with a newline, say).
-        super().__init__(" ".join(f"{field_name}: {message}".splitlines()))
+        super().__init__(f"{field_name}: {message}")
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, min: float | None = None,

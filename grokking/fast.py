@@ -25,12 +25,13 @@ import math
 import os
 import sys
 import warnings
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .config import Config
-from .model import LayerNorm, Transformer, activation
+from .model import LayerNorm, StackedTransformer, Transformer, activation
 
 
 def keep_freed_memory() -> bool:
@@ -59,52 +60,85 @@ def unsupported_reason(cfg: Config) -> str | None:
     return None
 
 
+def select_logits_fn(cfg: Config) -> tuple["LogitsFn", str | None]:
+    """The last-position logits function for this configuration, and why the fast one is not
+    used (None when it is). The one selector: training, evaluation and analysis all use it."""
+    reason = unsupported_reason(cfg) if cfg.fast else "disabled by fast=false"
+    return (last_position_logits if reason is None else hooked_last_position_logits), reason
+
+
 def _layer_norm(ln: LayerNorm | None, x: torch.Tensor) -> torch.Tensor:
     if ln is None:
         return x
     x = x - x.mean(-1, keepdim=True)
-    return x / (x.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt() * ln.w + ln.b
+    w, b = (ln.w, ln.b) if ln.stacked else (ln.w[None], ln.b[None])
+    shape = (w.shape[0], *([1] * (x.dim() - 2)), w.shape[-1])
+    return x / (x.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt() * w.view(shape) + b.view(shape)
+
+
+def _per_run_tokens(n_runs: int, a: torch.Tensor) -> torch.Tensor:
+    return a.expand(n_runs, -1) if a.dim() == 1 else a
 
 
 def last_position_logits(model: Transformer, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Logits at the ``=`` position for inputs ``a b =``: ``[batch, d_vocab]``, equal to
-    ``model(tokens)[:, -1]`` within float32 round-off."""
+    """Logits at the ``=`` position for inputs ``a b =``, equal to ``model(tokens)[..., -1, :]``
+    within float32 round-off.
+
+    For one model, ``a, b`` are ``[B]`` and the logits ``[B, d_vocab]``. For a
+    :class:`~grokking.model.StackedTransformer`, ``a, b`` are ``[K, B]`` (or ``[B]`` for every
+    run) and the logits ``[K, B, d_vocab]``. One computation serves both: a single model's
+    weights are read as a stack of one."""
+    stacked = isinstance(model, StackedTransformer)
+
+    def lead(t: torch.Tensor) -> torch.Tensor:  # every weight with its run dimension
+        return t if stacked else t.unsqueeze(0)
+
     block = model.blocks[0]
     attn, mlp = block.attn, block.mlp
-    n_heads, d_head, d_model = attn.W_Q.shape
-    W_E = model.embed.W_E  # [d_model, d_vocab]
-    W_pos = model.pos_embed.W_pos  # [3, d_model]
+    W_Q, W_K, W_V, W_O = lead(attn.W_Q), lead(attn.W_K), lead(attn.W_V), lead(attn.W_O)
+    n_runs, n_heads, d_head, d_model = W_Q.shape
+    W_E, W_pos = lead(model.embed.W_E), lead(model.pos_embed.W_pos)  # [K, d_model, V], [K, 3, d_model]
+    d_vocab = W_E.shape[-1]
+    a_in, b_in = a, b  # the token-table plan is cached by the identity of the caller's tensors
+    a, b = (_per_run_tokens(n_runs, a), _per_run_tokens(n_runs, b)) if stacked else (a[None], b[None])
     ln1 = getattr(block, "ln1", None)
 
-    # Residual stream of every vocabulary entry at positions 0 and 1, and of '=' at position 2.
-    resid_01 = W_E.T.unsqueeze(0) + W_pos[:2].unsqueeze(1)  # [2, V, d_model]
-    resid_eq = W_E[:, model.eq_token] + W_pos[2]  # [d_model]
+    # Residual stream of every vocabulary entry at positions 0 and 1, and of '=' at position 2, per run.
+    resid_01 = W_E.transpose(1, 2).unsqueeze(1) + W_pos[:, :2].unsqueeze(2)  # [K, 2, V, d_model]
+    resid_eq = W_E[:, :, model.eq_token] + W_pos[:, 2]  # [K, d_model]
     x01, x_eq = _layer_norm(ln1, resid_01), _layer_norm(ln1, resid_eq)
 
-    W_KV = torch.cat([attn.W_K, attn.W_V], 0).reshape(2 * n_heads * d_head, d_model)
-    kv01 = (x01 @ W_KV.T).view(2, -1, 2, n_heads, d_head)  # [2, V, k|v, H, d_head]
-    kv_eq = (W_KV @ x_eq).view(2, n_heads, d_head)
-    q_eq = torch.einsum("ihd,d->ih", attn.W_Q, x_eq) / math.sqrt(d_head)  # [H, d_head]
-    scores01 = (kv01[:, :, 0] * q_eq).sum(-1)  # [2, V, H]
-    score_eq = (kv_eq[0] * q_eq).sum(-1)  # [H]
+    W_KV = torch.cat([W_K, W_V], 1).reshape(n_runs, 2 * n_heads * d_head, d_model)
+    kv01 = torch.bmm(x01.reshape(n_runs, 2 * d_vocab, d_model), W_KV.transpose(1, 2))
+    kv01 = kv01.view(n_runs, 2, d_vocab, 2, n_heads, d_head)  # [K, 2, V, k|v, H, d_head]
+    kv_eq = torch.bmm(W_KV, x_eq.unsqueeze(-1)).view(n_runs, 2, n_heads, d_head)
+    q_eq = torch.einsum("rihd,rd->rih", W_Q, x_eq) / math.sqrt(d_head)  # [K, H, d_head]
+    scores01 = (kv01[:, :, :, 0] * q_eq[:, None, None]).sum(-1)  # [K, 2, V, H]
+    score_eq = (kv_eq[:, 0] * q_eq).sum(-1)  # [K, H]
 
-    # One table row per (position, token): [score per head | value per head]; the token-table
-    # product keeps the values in its own tables, so it gathers only the scores.
-    d_vocab = W_E.shape[1]
-    token_tables = uses_token_tables(model, a)
-    table = scores01 if token_tables else torch.cat([scores01, kv01[:, :, 1].flatten(-2)], -1)
-    rows = F.embedding(torch.stack([a, b + d_vocab], 1), table.view(2 * d_vocab, -1))  # [B, 2, H (+ H*d_head)]
-    scores = torch.cat([rows[..., :n_heads], score_eq.expand(a.shape[0], 1, n_heads)], 1)  # [B, 3, H]
-    pattern = torch.softmax(scores, dim=1)  # [B, 3, H]
+    # One table row per (run, position, token): [score per head | value per head]; the
+    # token-table product keeps the values in its own tables, so it gathers only the scores.
+    token_tables = not stacked and uses_token_tables(model, a)
+    table = scores01 if token_tables else torch.cat([scores01, kv01[:, :, :, 1].flatten(-2)], -1)
+    run_offset = torch.arange(n_runs, device=a.device).unsqueeze(1) * (2 * d_vocab)
+    rows = F.embedding(torch.stack([a + run_offset, b + d_vocab + run_offset], -1),
+                       table.reshape(n_runs * 2 * d_vocab, -1))  # [K, B, 2, C]
+    n_examples = a.shape[1]
+    scores = torch.cat([rows[..., :n_heads], score_eq[:, None, None].expand(n_runs, n_examples, 1, n_heads)], 2)
+    pattern = torch.softmax(scores, dim=2)  # [K, B, 3, H]
     if token_tables:
-        return _logits_through_token_tables(model, a, b, pattern, kv01[:, :, 1], kv_eq[1], resid_eq)
-    values01 = rows[..., n_heads:].view(-1, 2, n_heads, d_head)
+        return _logits_through_token_tables(model, a_in, b_in, pattern[0], kv01[0, :, :, 1], kv_eq[0, 1], resid_eq[0])
+    values01 = rows[..., n_heads:].view(n_runs, n_examples, 2, n_heads, d_head)
+    pattern = pattern.unsqueeze(-1)
+    z = (pattern[:, :, :2] * values01).sum(2) + pattern[:, :, 2] * kv_eq[:, 1, None]  # [K, B, H, d_head]
 
-    z = (pattern[:, :2, :, None] * values01).sum(1) + pattern[:, 2, :, None] * kv_eq[1]  # [B, H, d_head]
-    resid_mid = resid_eq + z.flatten(1) @ attn.W_O.T
-    post = activation(F.linear(_layer_norm(getattr(block, "ln2", None), resid_mid), mlp.W_in, mlp.b_in), mlp.act)
-    resid_post = resid_mid + F.linear(post, mlp.W_out, mlp.b_out)
-    return _layer_norm(getattr(model, "ln_final", None), resid_post) @ model.unembed.W_U
+    resid_mid = resid_eq.unsqueeze(1) + torch.bmm(z.flatten(2), W_O.transpose(1, 2))  # [K, B, d_model]
+    mlp_in = _layer_norm(getattr(block, "ln2", None), resid_mid)
+    W_in, b_in, W_out, b_out = lead(mlp.W_in), lead(mlp.b_in), lead(mlp.W_out), lead(mlp.b_out)
+    post = activation(torch.baddbmm(b_in.unsqueeze(1), mlp_in, W_in.transpose(1, 2)), mlp.act)
+    resid_post = resid_mid + torch.baddbmm(b_out.unsqueeze(1), post, W_out.transpose(1, 2))
+    logits = torch.bmm(_layer_norm(getattr(model, "ln_final", None), resid_post), lead(model.unembed.W_U))
+    return logits if stacked else logits[0]
 
 
 # --- the token-table product (CPU, no LayerNorm after attention) ----------------------------------
@@ -255,13 +289,11 @@ class _ReluThenProduct(torch.autograd.Function):
 
 
 def hooked_last_position_logits(model: Transformer, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The reference computation: the full hooked forward pass, last position."""
-    tokens = torch.stack([a, b, torch.full_like(a, model.eq_token)], 1)
-    return model(tokens)[:, -1]
+    """The reference computation: the full hooked forward pass, last position (one model or stacked)."""
+    if isinstance(model, StackedTransformer):
+        a, b = _per_run_tokens(model.n_runs, a), _per_run_tokens(model.n_runs, b)
+    tokens = torch.stack([a, b, torch.full_like(a, model.eq_token)], -1)
+    return model(tokens)[..., -1, :]
 
 
-def logits_fn(model: Transformer, use_fast: bool = True):
-    """The last-position logits function the trainer uses for this model."""
-    if use_fast and unsupported_reason(model.cfg) is None:
-        return last_position_logits
-    return hooked_last_position_logits
+LogitsFn = Callable[[Transformer, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,23 +29,24 @@ def cross_entropy_float64(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return F.cross_entropy(logits.to(torch.float64), labels)
 
 
-def stablemax_probabilities(logits: torch.Tensor) -> torch.Tensor:
+def _stablemax_log_probabilities(logits: torch.Tensor) -> torch.Tensor:
     x = logits.to(torch.float64)
     s = torch.where(x >= 0, x + 1, 1 / (1 - torch.clamp(x, max=0)))
-    return s / s.sum(-1, keepdim=True)
+    return torch.log(s) - torch.log(s.sum(-1, keepdim=True))
+
+
+def stablemax_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    return _stablemax_log_probabilities(logits).exp()
 
 
 def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    x = logits.to(torch.float64)
-    s = torch.where(x >= 0, x + 1, 1 / (1 - torch.clamp(x, max=0)))
-    log_probs = torch.log(s) - torch.log(s.sum(-1, keepdim=True))
-    return -log_probs.gather(-1, labels[:, None]).mean()
+    return -_stablemax_log_probabilities(logits).gather(-1, labels[:, None]).mean()
 
 
 def per_example_loss(cfg: Config, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Unreduced float64 loss, for evaluation."""
+    """Unreduced float64 loss, for evaluation and for the per-run means of a stacked batch."""
     if cfg.loss == "stablemax":
-        return -torch.log(stablemax_probabilities(logits).gather(-1, labels[:, None]))[:, 0]
+        return -_stablemax_log_probabilities(logits).gather(-1, labels[:, None])[:, 0]
     return F.cross_entropy(logits.to(torch.float64), labels, reduction="none")
 
 
@@ -185,9 +186,14 @@ def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
     return p.ndim >= 2 and name.startswith("blocks.")
 
 
-def build_optimizer(cfg: Config, model: torch.nn.Module, fused: bool | None = None) -> torch.optim.Optimizer:
-    """The optimiser for ``cfg``; every group records its peak lr as ``initial_lr`` for the warm-up."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(cfg: Config, model: torch.nn.Module | Sequence[tuple[str, torch.Tensor]],
+                    fused: bool | None = None) -> torch.optim.Optimizer:
+    """The optimiser for ``cfg`` over one run's parameters: a model, or ``(name, tensor)`` pairs
+    (a stacked run's views, under the seed's names). Every group records its peak lr as
+    ``initial_lr`` for the warm-up."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad] if isinstance(model, torch.nn.Module) \
+        else list(model)
+    params = [p for _, p in named]
     betas = (cfg.beta1, cfg.beta2)
     if cfg.optimizer in ("adamw", "orthoadamw"):
         opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=betas, eps=cfg.eps,
@@ -197,7 +203,6 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, fused: bool | None = No
     elif cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     elif cfg.optimizer == "muon":
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         opt = MuonAdamW([
             dict(params=[p for n, p in named if is_hidden_matrix(n, p)], lr=cfg.muon_lr, muon=True,
                  weight_decay=cfg.weight_decay),

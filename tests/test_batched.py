@@ -8,8 +8,7 @@ from conftest import tiny_config
 from grokking.batched import (
     BatchedTrainer,
     BatchedTransformer,
-    FlatParameters,
-    StackedAdamW,
+    RunGroup,
     StackedData,
     batched_hooked_last_position_logits,
     batched_last_position_logits,
@@ -149,7 +148,7 @@ def assert_same_curves(batch_records, single_records, rel=1e-4):
         assert got["weight_norm"] == pytest.approx(want["weight_norm"], rel=1e-4)
 
 
-@pytest.mark.parametrize("strategy", ["stacked", "loop"])
+@pytest.mark.parametrize("strategy", ["stacked", "separate", "loop"])
 def test_batched_run_matches_separate_runs(strategy):
     cfgs = mixed_configs()
     trainer = BatchedTrainer(cfgs, None, strategy=strategy, progress=False)
@@ -176,11 +175,40 @@ def test_methods_match_separate_runs(changes):
         assert_same_curves(run.records, single)
 
 
+class FlatRuns:
+    """A stacked group's runs seen as flat ``[K, P]`` weights and gradients, to compare each run's
+    update with torch's optimiser on one flat vector."""
+
+    def __init__(self, cfgs, weights):
+        datasets = [make_dataset(c.op, c.p, c.frac, c.seed) for c in cfgs]
+        self.group = RunGroup(cfgs, datasets, torch.device("cpu"), stacked=True)
+        self.sizes = [p.numel() for p in self.group.params[0]]
+        with torch.no_grad():
+            for k, params in enumerate(self.group.params):
+                for p, chunk in zip(params, weights[k].split(self.sizes)):
+                    p.copy_(chunk.view_as(p))
+
+    @property
+    def data(self) -> torch.Tensor:
+        return torch.stack([torch.cat([p.detach().flatten() for p in params]) for params in self.group.params])
+
+    @property
+    def grad(self) -> torch.Tensor:
+        return torch.stack([torch.cat([p.grad.flatten() for p in params]) for params in self.group.params])
+
+    def set_grad(self, grad: torch.Tensor) -> None:
+        for p, chunk in zip(self.group.model.parameters(), grad.split(self.sizes, 1)):
+            p.grad = chunk.reshape(p.shape).clone()
+
+
+def n_weights(cfg) -> int:
+    return sum(p.numel() for p in Transformer(cfg).parameters())
+
+
 def flat_optimizer(cfgs, weights):
-    batched = BatchedTransformer(cfgs)
-    flat = FlatParameters(list(batched.parameters()))
-    flat.data.copy_(weights)
-    return flat, StackedAdamW(flat, cfgs)
+    """The stacked runs and the function that applies one update to every run (filter, clipping, optimiser)."""
+    flat = FlatRuns(cfgs, weights)
+    return flat, flat.group
 
 
 def test_per_run_hyperparameters_give_torch_adamw_updates_for_each_run():
@@ -188,7 +216,7 @@ def test_per_run_hyperparameters_give_torch_adamw_updates_for_each_run():
             tiny_config(seed=0, weight_decay=1.0, lr=1e-3, warmup_steps=0),
             tiny_config(seed=0, weight_decay=0.1, lr=3e-3, beta1=0.8, beta2=0.9, eps=1e-6, warmup_steps=3)]
     torch.manual_seed(0)
-    n = FlatParameters(list(BatchedTransformer(cfgs[:1]).parameters())).data.shape[1]
+    n = n_weights(cfgs[0])
     start = torch.randn(n).expand(3, n).clone()  # the same weights for every run
     flat, optimizer = flat_optimizer(cfgs, start)
     singles = [torch.nn.Parameter(start[0].clone()) for _ in cfgs]
@@ -197,8 +225,8 @@ def test_per_run_hyperparameters_give_torch_adamw_updates_for_each_run():
     from grokking.methods import warmup_factor
     for step in range(6):
         grad = torch.randn(n)
-        flat.grad.copy_(grad.expand(3, n))
-        optimizer.step()
+        flat.set_grad(grad.expand(3, n))
+        optimizer.update()
         for p, opt, cfg in zip(singles, torch_opts, cfgs):
             opt.param_groups[0]["lr"] = cfg.lr * warmup_factor(cfg, step)
             p.grad = grad.clone()
@@ -237,11 +265,11 @@ def test_batched_muon_and_orthoadamw_checkpoints_resume_as_single_runs(tmp_path)
 def test_per_run_gradient_clipping():
     cfgs = [tiny_config(grad_clip=0.0), tiny_config(grad_clip=0.1), tiny_config(grad_clip=1e6)]
     torch.manual_seed(0)
-    n = FlatParameters(list(BatchedTransformer(cfgs[:1]).parameters())).data.shape[1]
+    n = n_weights(cfgs[0])
     flat, optimizer = flat_optimizer(cfgs, torch.randn(n).expand(3, n).clone())
     grad = torch.randn(n)
-    flat.grad.copy_(grad.expand(3, n))
-    optimizer.clip()
+    flat.set_grad(grad.expand(3, n))
+    optimizer.update()  # clips each run's gradient (then steps, which leaves the gradients as they are)
     assert torch.equal(flat.grad[0], grad) and torch.equal(flat.grad[2], grad)  # off, and far below the limit
     reference = [torch.nn.Parameter(torch.zeros(n))]
     reference[0].grad = grad.clone()
@@ -313,20 +341,21 @@ def test_benchmark_reports_each_strategy():
     from grokking.batched import benchmark_batched
 
     result = benchmark_batched(k=2, epochs=2, repeats=1, base=tiny_config(device="cpu"))
-    assert set(result) == {"sequential", "stacked", "loop"} and all(v > 0 for v in result.values())
+    assert set(result) == {"sequential", "stacked", "separate"} and all(v > 0 for v in result.values())
 
 
 def test_a_run_that_fails_stops_alone_and_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
-    from grokking.batched import StackedEngine
-
-    original = StackedEngine.train_epoch
+    original = RunGroup.train_epoch
 
     def poisoned(self):  # run 1's weights turn to NaN at step 7, as a diverging run's would
         original(self)
-        if self.optimizer.steps == 7 and 1 in self.active:
-            self.flat.data[self.active.index(1)] = float("nan")
+        seeds = [c.seed for c in self.cfgs]
+        if self.step_count == 7 and 1 in seeds:
+            with torch.no_grad():
+                for p in self.params[seeds.index(1)]:
+                    p.fill_(float("nan"))
 
-    monkeypatch.setattr(StackedEngine, "train_epoch", poisoned)
+    monkeypatch.setattr(RunGroup, "train_epoch", poisoned)
     cfgs = [tiny_config(seed=s, epochs=15, eval_every=5, checkpoint_every=5) for s in range(3)]
     outs = [tmp_path / str(s) for s in range(3)]
     summaries = train_batched(cfgs, outs, progress=False, strategy="stacked")

@@ -384,7 +384,7 @@ def test_fault_between_evaluations_is_caught_before_it_is_saved(tmp_path):
     """Weights turning NaN at epoch 8 with evaluations every 10 epochs: the snapshot at epoch 9 refuses."""
     run = tmp_path / "run"
     trainer = Trainer(tiny_config(epochs=40, eval_every=10, checkpoint_every=3), run, progress=False)
-    step = trainer._train_epoch
+    step = trainer.group.train_epoch
 
     def faulty_epoch():
         step()
@@ -392,7 +392,7 @@ def test_fault_between_evaluations_is_caught_before_it_is_saved(tmp_path):
             with torch.no_grad():
                 trainer.model.embed.W_E[0, 0] = float("nan")
 
-    trainer._train_epoch = faulty_epoch
+    trainer.group.train_epoch = faulty_epoch
     with pytest.raises(TrainingFailed, match="non-finite weights at epoch 9 .*epoch 6"):
         trainer.run()
     assert load_checkpoint(run / "checkpoints" / "last.safetensors")[1]["epoch"] == 6
@@ -425,8 +425,9 @@ def test_every_writer_in_train_and_plots_is_atomic():
         assert "savefig(path" not in source and ".savefig(buffer" in (REPO / "grokking" / "plots.py").read_text()
 
 
-def test_read_metrics_stops_at_a_torn_or_foreign_line(tmp_path):
+def test_read_metrics_drops_a_torn_line_and_keeps_the_records_around_a_foreign_one(tmp_path):
+    # One damaged line must not hide the valid records after it (every reader uses this rule).
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 5}\n[1, 2]\n{"epoch": 10}\n')
-    assert [r["epoch"] for r in read_metrics(tmp_path)] == [0, 5]
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [0, 5, 10]
     (tmp_path / "metrics.jsonl").write_bytes(b'{"epoch": 0}\n{"epoch": 5, "x": "\xff\n{"epo')
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [0]
