@@ -40,6 +40,7 @@ from .engine import (  # noqa: F401 - re-exported: the batched API's names
 )
 from .fast import hooked_last_position_logits, last_position_logits
 from .model import SHAPE_FIELDS, StackedTransformer, check_shapes, stack_state_dicts  # noqa: F401
+from .rundir import atomic_write_json, check_out_dir
 from .train import train
 
 STRATEGIES = ("auto", "stacked", "separate", "loop")
@@ -167,3 +168,26 @@ def benchmark_batched(k: int = 8, epochs: int = 20, repeats: int = 3, base: Conf
         for strategy in order:
             times[strategy].append(once(strategy))
     return {s: statistics.median(t) for s, t in times.items()}
+
+
+# --- a grid of runs into one batch directory ------------------------------------------------------------
+def grid_run_name(overrides: dict[str, Any]) -> str:
+    return "_".join(f"{k}={v}" for k, v in overrides.items()) or "run"
+
+
+def train_grid(cfgs: Sequence[Config], grid: Sequence[dict[str, Any]], out: str | Path, *, strategy: str = "auto",
+               overwrite: bool = False, progress: bool = True, grid_flags: Sequence[str] = ()) -> dict[str, Any]:
+    """Train ``cfgs`` (one per ``grid`` entry) into ``out/runs/FIELD=VALUE_...`` and write the
+    manifest ``out/batch.json``; everything is checked before anything is written."""
+    out = Path(out)
+    outs = [out / "runs" / grid_run_name(o) for o in grid]
+    check_batch(cfgs)
+    resolve_device(cfgs[0].device)  # refuse an unavailable device before touching the disk
+    for run_dir in outs:
+        check_out_dir(run_dir, overwrite)
+    trainer = BatchedTrainer(cfgs, outs, strategy=strategy, progress=progress)
+    summaries = trainer.run(overwrite=overwrite)
+    manifest = {"strategy": trainer.strategy, "device": str(trainer.device), "grid": list(grid_flags),
+                "runs": [{"out": str(o), "overrides": g, **s} for o, g, s in zip(outs, grid, summaries)]}
+    atomic_write_json(out / "batch.json", manifest)
+    return manifest

@@ -14,7 +14,6 @@ metrics, checkpoints, plots). Absolute times on a shared machine are noisy; read
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -29,20 +28,22 @@ from typing import Any
 import torch
 
 from .config import Config
+from .data import make_dataset
+from .engine import resolve_device
+from .errors import InputError
+from .train import Trainer
 
 REFERENCE_CANDIDATES = ("../shared/reference/seed_reference.py", "shared/reference/seed_reference.py")
 
 
 def find_reference(explicit: str | None = None) -> Path:
-    from .cli import UsageError
-
     candidates = [Path(explicit)] if explicit else []
     here = Path(__file__).resolve().parents[1]  # the repository root for an editable install
     candidates += [here / c for c in REFERENCE_CANDIDATES] + [Path.cwd() / c for c in REFERENCE_CANDIDATES]
     for path in candidates:
         if path.is_file():
             return path.resolve()
-    raise UsageError("bench: seed_reference.py not found; pass --reference PATH")
+    raise InputError("bench: seed_reference.py not found; pass --reference PATH")
 
 
 def time_reference(reference: Path, cfg: Config, epochs: int, threads: int) -> float:
@@ -54,15 +55,13 @@ def time_reference(reference: Path, cfg: Config, epochs: int, threads: int) -> f
 
 
 def time_ours(cfg: Config, epochs: int, warmup: int = 3) -> float:
-    from .train import Trainer
-
     trainer = Trainer(cfg, None, progress=False)
     for _ in range(warmup):
-        trainer._train_epoch()
+        trainer.group.train_epoch()
     _sync(trainer.device)
     start = time.perf_counter()
     for _ in range(epochs):
-        trainer._train_epoch()
+        trainer.group.train_epoch()
     _sync(trainer.device)
     return (time.perf_counter() - start) / epochs
 
@@ -98,8 +97,6 @@ def _sync(device: torch.device) -> None:
 
 def time_to_grok(cfg: Config) -> dict[str, Any]:
     """The whole trainer (evaluation, metrics, checkpoints, plots) until 99% test accuracy."""
-    from .train import Trainer
-
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         summary = Trainer(cfg.replace(stop_at_test_acc=0.99, report=False), Path(tmp) / "run", progress=False).run()
@@ -109,9 +106,6 @@ def time_to_grok(cfg: Config) -> dict[str, Any]:
 
 
 def run_bench(cfg: Config, epochs: int, reps: int, reference: Path | None, threads: int, grok: bool) -> dict[str, Any]:
-    from .data import make_dataset
-    from .train import resolve_device
-
     torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
     n_train = len(make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split).train_idx)
@@ -163,32 +157,3 @@ def format_result(r: dict[str, Any]) -> str:
         lines.append(f"  time to 99% test acc  {g['wall_seconds']:9.1f} s  (epoch {g['epoch_test_acc_99']}, "
                      f"train 99% at epoch {g['epoch_train_acc_99']}; whole trainer)")
     return "\n".join(lines)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .cli import config_from_args
-
-    cfg = config_from_args(args)
-    reference = None if args.no_reference else find_reference(args.reference)
-    result = run_bench(cfg, args.timed_epochs, args.reps, reference, args.threads or os.cpu_count() or 1, args.grok)
-    print(json.dumps(result) if args.json else format_result(result))
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    from .cli import add_config_flags
-
-    p = subparsers.add_parser("bench", help="time our loop against the seed's and the matmul floor",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--timed-epochs", type=int, default=40, help="timed epochs per repetition for ours and the floor "
-                   "(the seed loop runs a quarter of them) (default: 40)")
-    p.add_argument("--reps", type=int, default=5, help="interleaved repetitions; medians are reported (default: 5)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
-    p.add_argument("--reference", help="path to seed_reference.py (default: ../shared/reference/)")
-    p.add_argument("--no-reference", action="store_true", help="skip the seed loop")
-    p.add_argument("--grok", action="store_true", help="also time the canonical run to 99%% test accuracy")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--config", help=argparse.SUPPRESS)
-    p.add_argument("--preset", help=argparse.SUPPRESS)
-    add_config_flags(p)
-    p.set_defaults(func=cmd_bench)
