@@ -14,7 +14,6 @@ metrics, checkpoints, plots). Absolute times on a shared machine are noisy; read
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import statistics

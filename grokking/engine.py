@@ -473,7 +473,7 @@ class Engine:
         self._t0 = time.perf_counter()
 
     # --- the run directory: every file of it is written here -----------------------------------------
-    def _open(self, run: Run, overwrite: bool) -> None:
+    def _start(self, run: Run, overwrite: bool) -> None:
         if run.out is None:
             return
         if not run.resumed:
@@ -546,7 +546,7 @@ class Engine:
     def run(self, overwrite: bool = False) -> list[dict[str, Any]]:
         """Train every run to its budget or stop condition; return the summaries, in order."""
         for run in self.runs:
-            self._open(run, overwrite)
+            self._start(run, overwrite)
         bar = self._progress_bar()
         self._t0 = time.perf_counter()
         # A resumed run's checkpoint epoch was evaluated (if due) and saved before: do not log it

@@ -22,6 +22,7 @@ import base64
 import csv
 import datetime
 import html
+import importlib.resources
 import itertools
 import json
 import math
@@ -31,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .checkpoint import atomic_write_text
+from .version import __version__
 from .config import FIELDS, Config
+from .errors import InputError
+from .rundir import (CONFIG, METRICS, RESULTS, SUMMARY, atomic_write_text, first_at, is_run_dir, is_sweep_dir,
+                     read_json, read_metrics)
 
 REPORT_NAME = "report.html"
 MAX_POINTS = 2000  # metrics points per chart; longer runs are downsampled (spikes kept)
@@ -53,26 +56,21 @@ ANALYSIS_CAPTIONS = {
 }
 
 
-class ReportError(ValueError):
+# The page's stylesheet and scripts: package data, inlined into every page so that it opens offline.
+# The error trap runs before the page's own script, so that even a syntax error there is recorded in the DOM.
+ASSETS = ("report.css", "report_error_trap.js", "report.js")
+
+
+class ReportError(InputError):
     """The path is not something a report can be written for (one-line message)."""
 
 
+def asset(name: str) -> str:
+    """The text of one of :data:`ASSETS`, read from the installed package."""
+    return importlib.resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
 # --- reading a directory -----------------------------------------------------------------------------
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "metrics.jsonl").is_file() or (path / "config.json").is_file()
-
-
-def is_sweep_dir(path: Path) -> bool:
-    return (path / "results.csv").is_file()
-
-
 def _finite(value: Any) -> Any:
     """JSON-safe number: NaN and infinities become null (the chart draws a gap)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -104,10 +102,6 @@ def downsample_indices(records: Sequence[dict[str, Any]], max_points: int = MAX_
                 chosen.add(int(lo + np.nanargmin(window)))
                 chosen.add(int(lo + np.nanargmax(window)))
     return sorted(chosen)
-
-
-def first_index_at(records: Sequence[dict[str, Any]], key: str, threshold: float = ACC_THRESHOLD) -> int | None:
-    return next((i for i, r in enumerate(records) if (r.get(key) is not None and r[key] >= threshold)), None)
 
 
 # --- formatting --------------------------------------------------------------------------------------
@@ -248,7 +242,7 @@ def _config_section(config_file: dict[str, Any] | None) -> str:
 def _analysis_section(run_dir: Path) -> tuple[str, dict[str, Any] | None]:
     """The analysis's key numbers and figures, and analysis.json (for the phase markers)."""
     analysis_dir = run_dir / "analysis"
-    analysis = _read_json(analysis_dir / "analysis.json") if analysis_dir.is_dir() else None
+    analysis = read_json(analysis_dir / "analysis.json") if analysis_dir.is_dir() else None
     pngs = sorted(analysis_dir.glob("*.png")) if analysis_dir.is_dir() else []
     if not analysis and not pngs:
         note = ("<p class='note'>No analysis yet: <code>grokking.analysis.analyze(RUN)</code> writes "
@@ -293,7 +287,8 @@ def _analysis_section(run_dir: Path) -> tuple[str, dict[str, Any] | None]:
 
 
 def _chart_data(records: list[dict[str, Any]], markers: list[dict[str, Any]], max_points: int) -> dict[str, Any]:
-    keep = [i for i in (first_index_at(records, "train_acc"), first_index_at(records, "test_acc")) if i is not None]
+    keep = [i for i in (first_at(records, "train_acc", ACC_THRESHOLD, field=None),
+                        first_at(records, "test_acc", ACC_THRESHOLD, field=None)) if i is not None]
     indices = downsample_indices(records, max_points, keep)
     keys = [k for k in ("epoch", "train_loss", "test_loss", "all_loss", "train_acc", "test_acc", "all_acc",
                         "weight_norm", "lr") if any(k in r for r in records)]
@@ -319,15 +314,10 @@ def _chart_data(records: list[dict[str, Any]], markers: list[dict[str, Any]], ma
 
 
 def render_run_report(run_dir: Path, max_points: int = MAX_POINTS) -> str:
-    from .train import read_metrics
-
-    config_file, summary = _read_json(run_dir / "config.json"), _read_json(run_dir / "summary.json")
-    config_file = config_file if isinstance(config_file, dict) else None
-    summary = summary if isinstance(summary, dict) else None
-    records = [r for r in read_metrics(run_dir) if isinstance(r, dict) and "epoch" in r]
-    i_train, i_test = first_index_at(records, "train_acc"), first_index_at(records, "test_acc")
-    train99 = records[i_train]["epoch"] if i_train is not None else None
-    test99 = records[i_test]["epoch"] if i_test is not None else None
+    config_file, summary = read_json(run_dir / CONFIG), read_json(run_dir / SUMMARY)
+    records = read_metrics(run_dir)
+    train99 = first_at(records, "train_acc", ACC_THRESHOLD)
+    test99 = first_at(records, "test_acc", ACC_THRESHOLD)
     analysis_html, analysis = _analysis_section(run_dir)
 
     markers = []
@@ -395,16 +385,16 @@ def render_sweep_report(sweep_dir: Path, run_reports: bool = False, max_points: 
     """The sweep's page; with ``run_reports``, first (re)write the report of every run in
     ``runs/`` so that each row links to one (a sweep's runs write none by default)."""
     try:
-        with open(sweep_dir / "results.csv", newline="") as f:
+        with open(sweep_dir / RESULTS, newline="") as f:
             reader = csv.DictReader(f)
             columns = list(reader.fieldnames or [])
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ReportError(f"report: cannot read {sweep_dir / 'results.csv'} ({type(err).__name__})") from None
+        raise ReportError(f"report: cannot read {sweep_dir / RESULTS} ({type(err).__name__})") from None
     run_dirs = sorted(p for p in (sweep_dir / "runs").iterdir() if p.is_dir()) if (sweep_dir / "runs").is_dir() else []
     if run_reports:
         for run_dir in run_dirs:
-            if (run_dir / "metrics.jsonl").is_file():
+            if (run_dir / METRICS).is_file():
                 write_report(run_dir, max_points)
     run_names = {p.name for p in run_dirs}
     links = [_run_link(row, run_names, sweep_dir) for row in rows]
@@ -469,8 +459,10 @@ def _page(title: str, directory: Path, sections: list[tuple[str, str]], data: di
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>grokking report: {_esc(title)}</title>
-<style>{CSS}</style>
-<script>{ERROR_TRAP_JS}</script>
+<style>
+{asset("report.css")}</style>
+<script>
+{asset("report_error_trap.js")}</script>
 </head>
 <body>
 <header><h1>{_esc(title)}</h1><p class="path">{_esc(directory.resolve())}</p><nav>{nav}</nav></header>
@@ -479,7 +471,8 @@ def _page(title: str, directory: Path, sections: list[tuple[str, str]], data: di
 <main>{body}</main>
 <footer>grokking {_esc(__version__)} · generated {_esc(generated)}</footer>
 <script type="application/json" id="report-data">{_json_for_script(data)}</script>
-<script>{REPORT_JS}</script>
+<script>
+{asset("report.js")}</script>
 </body>
 </html>
 """
@@ -496,7 +489,7 @@ def write_report(path: str | Path, max_points: int = MAX_POINTS, run_reports: bo
         raise ReportError(f"report: {path} is not a directory (give a run or a sweep directory)")
     # metrics.jsonl marks a run even if it shares its directory with other files; a sweep
     # directory's own results.csv comes next; a run that has not evaluated yet has its config.
-    if (path / "metrics.jsonl").is_file():
+    if (path / METRICS).is_file():
         page = render_run_report(path, max_points)
     elif is_sweep_dir(path):
         page = render_sweep_report(path, run_reports, max_points)
@@ -510,347 +503,10 @@ def write_report(path: str | Path, max_points: int = MAX_POINTS, run_reports: bo
     return out
 
 
-def add_cli(subparsers: Any) -> None:
-    """The ``grokking report`` subcommand."""
-    parser = subparsers.add_parser(
-        "report", help="write a self-contained report.html for a run or a sweep",
-        description="Write RUN_OR_SWEEP/report.html: one self-contained page (no network needed) with the "
-                    "curves, summary, config and analysis of a run, or the results table and figures of a sweep.")
-    parser.add_argument("path", metavar="RUN_OR_SWEEP", help="a run directory or a sweep directory")
-    parser.add_argument("--max-points", type=int, default=MAX_POINTS,
-                        help=f"most metrics points per chart; longer runs are downsampled (default {MAX_POINTS})")
-    parser.add_argument("--runs", action="store_true",
-                        help="for a sweep: also write every run's own report.html, linked from the table")
-    parser.set_defaults(func=_cmd_report)
-
-
-def _cmd_report(args: Any) -> int:
-    from .cli import UsageError
-
-    if args.max_points < 10:
-        raise UsageError(f"report: --max-points must be >= 10; got {args.max_points}")
-    try:
-        out = write_report(args.path, args.max_points, run_reports=args.runs)
-    except ReportError as err:
-        raise UsageError(str(err)) from None
-    print(out)
-    return 0
-
-
-# --- inline assets -----------------------------------------------------------------------------------------
-CSS = """
-:root { --fg: #1b1f24; --muted: #5b6570; --line: #d8dde3; --bg-alt: #f5f7f9; --accent: #1f77b4; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); margin: 0; }
-header, main, footer { max-width: 1180px; margin: 0 auto; padding: 0 20px; }
-header { padding-top: 18px; border-bottom: 1px solid var(--line); }
-h1 { font-size: 22px; margin: 0 0 2px; }
-h2 { font-size: 18px; margin: 26px 0 10px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
-h3 { font-size: 14px; margin: 12px 0 6px; color: var(--muted); }
-.path { color: var(--muted); margin: 0 0 6px; font-family: ui-monospace, monospace; font-size: 12px; }
-nav { margin-bottom: 10px; } nav a { color: var(--accent); text-decoration: none; }
-footer { color: var(--muted); font-size: 12px; padding: 24px 20px; }
-.note { color: var(--muted); font-size: 13px; }
-.cards { display: flex; flex-wrap: wrap; gap: 10px; }
-.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; min-width: 150px; background: var(--bg-alt); }
-.card-label { color: var(--muted); font-size: 12px; } .card-value { font-size: 18px; font-weight: 600; }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { padding: 3px 8px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-table.kv th { font-weight: 500; color: var(--muted); white-space: nowrap; }
-tr.changed td { background: #fff5d6; font-weight: 600; } .default { color: var(--muted); font-weight: 400; }
-.two-col { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 20px; }
-.config-grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 16px; }
-.chart { position: relative; margin: 6px 0 18px; }
-.chart svg { width: 100%; height: auto; display: block; }
-.chart .axis text { font-size: 12px; fill: var(--muted); }
-.chart .grid line { stroke: #eceff2; }
-.chart .legend { display: flex; gap: 14px; font-size: 13px; margin: 2px 0 0 64px; }
-.chart .legend button { border: none; background: none; cursor: pointer; padding: 0; font: inherit; color: var(--fg); }
-.chart .legend button.off { opacity: 0.4; text-decoration: line-through; }
-.chart .swatch { display: inline-block; width: 14px; height: 3px; vertical-align: middle; margin-right: 5px; }
-.tooltip { position: absolute; pointer-events: none; background: rgba(255,255,255,0.96); border: 1px solid var(--line);
-  border-radius: 4px; padding: 5px 8px; font-size: 12px; box-shadow: 0 1px 4px rgba(0,0,0,0.12); white-space: nowrap; }
-.figures { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
-figure { margin: 0; max-width: 100%; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
-figcaption { color: var(--muted); font-size: 12px; }
-.table-scroll { overflow-x: auto; }
-table.sortable th:not(.nosort) { cursor: pointer; user-select: none; white-space: nowrap; }
-table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
-table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
-table.results td.num { text-align: right; font-variant-numeric: tabular-nums; }
-table.results tbody tr:nth-child(even) { background: var(--bg-alt); }
-pre { background: var(--bg-alt); padding: 8px; overflow-x: auto; font-size: 12px; }
-#report-status.error { max-width: 1180px; margin: 8px auto; padding: 8px 12px; background: #fde8e8; color: #9b1c1c; }
-"""
-
-# Runs before the page's own script, so that even a syntax error there is recorded in the DOM.
-ERROR_TRAP_JS = """
-window.reportErrors = [];
-window.addEventListener("error", function (event) {
-  window.reportErrors.push(String(event.message || event));
-  var status = document.getElementById("report-status");
-  if (status) {
-    status.setAttribute("data-errors", String(window.reportErrors.length));
-    status.className = "error";
-    status.textContent = "Report script error: " + window.reportErrors.join("; ");
-  }
-});
-"""
-
-REPORT_JS = r"""
-"use strict";
-(() => {
-  const SVG_NS = "http://www.w3.org/2000/svg";
-  const status = document.getElementById("report-status");
-  const data = JSON.parse(document.getElementById("report-data").textContent);
-  const W = 900, H = 290, M = { left: 64, right: 14, top: 12, bottom: 38 };
-
-  const el = (tag, attrs = {}, parent = null) => {
-    const node = document.createElementNS(SVG_NS, tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-    if (parent) parent.appendChild(node);
-    return node;
-  };
-
-  // --- number formatting ---
-  const fmtValue = (v, kind) => {
-    if (v === null || v === undefined || !Number.isFinite(v)) return "—";
-    if (kind === "percent") return (100 * v).toFixed(2) + "%";
-    if (kind === "exp") return v.toExponential(3);
-    return Math.abs(v) >= 1e5 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(3) : String(+v.toPrecision(5));
-  };
-  const fmtTick = (v) => {
-    if (v === 0) return "0";
-    const a = Math.abs(v);
-    return a >= 1e5 || a < 1e-3 ? v.toExponential(0).replace("e+", "e") : String(+v.toPrecision(6));
-  };
-
-  // --- scales: map data values to pixels (log scales work on log10 of the value) ---
-  const niceStep = (span, count) => {
-    const raw = span / Math.max(count, 1), mag = Math.pow(10, Math.floor(Math.log10(raw))), n = raw / mag;
-    return (n < 1.5 ? 1 : n < 3 ? 2 : n < 7 ? 5 : 10) * mag;
-  };
-  function makeScale(log, lo, hi, pxLo, pxHi, snap) {
-    let a = log ? Math.log10(lo) : lo, b = log ? Math.log10(hi) : hi;
-    if (log && snap) { a = Math.floor(a); b = Math.ceil(b); }
-    if (!(b > a)) { a -= log ? 1 : (Math.abs(a) || 1) * 0.5; b += log ? 1 : (Math.abs(b) || 1) * 0.5; }
-    const t = (v) => (log ? Math.log10(v) : v);
-    const scale = {
-      log, toPx: (v) => pxLo + ((t(v) - a) / (b - a)) * (pxHi - pxLo),
-      fromPx: (px) => { const u = a + ((px - pxLo) / (pxHi - pxLo)) * (b - a); return log ? Math.pow(10, u) : u; },
-      valid: (v) => v !== null && v !== undefined && Number.isFinite(v) && (!log || v > 0),
-      ticks: [],
-    };
-    if (log) {
-      // powers of ten (every other one and so on past 8 decades); 2x and 5x too when under 3 decades show
-      const every = Math.max(1, Math.ceil((b - a) / 8)), few = b - a < 3;
-      const inside = (v) => Math.log10(v) >= a - 1e-9 && Math.log10(v) <= b + 1e-9;
-      for (let e = Math.floor(a); e <= Math.ceil(b); e++) {
-        for (const m of few ? [1, 2, 5] : [1]) {
-          const v = m * Math.pow(10, e);
-          if (inside(v) && (m > 1 || ((e % every) + every) % every === 0)) scale.ticks.push({ v, label: fmtTick(v) });
-        }
-      }
-    } else {
-      const step = niceStep(b - a, 6);
-      for (let v = Math.ceil(a / step - 1e-9) * step; v <= b + step * 1e-9; v += step) {
-        const r = +v.toPrecision(12);
-        scale.ticks.push({ v: r, label: fmtTick(r) });
-      }
-    }
-    return scale;
-  }
-
-  let logX = false;
-
-  function renderChart(container, spec) {
-    for (const old of container.querySelectorAll("svg, .legend, .tooltip")) old.remove();
-    const metrics = data.metrics, epochs = metrics.epoch || [];
-    const xValid = (x) => Number.isFinite(x) && (!logX || x > 0);
-    const points = epochs.map((x, i) => i).filter((i) => xValid(epochs[i]));
-    const shown = spec.series.filter((s) => !s.hidden && Array.isArray(metrics[s.key]));
-    const yLog = !!spec.yLog;
-    // y extent over the shown series
-    let lo = Infinity, hi = -Infinity;
-    for (const s of shown) for (const i of points) {
-      const v = metrics[s.key][i];
-      if (v !== null && Number.isFinite(v) && (!yLog || v > 0)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-    }
-    if (spec.yMin !== undefined) lo = Math.min(spec.yMin, lo === Infinity ? spec.yMin : lo);
-    if (spec.yMax !== undefined) hi = Math.max(spec.yMax, hi === -Infinity ? spec.yMax : hi);
-    if (lo === Infinity) { lo = yLog ? 1e-3 : 0; hi = yLog ? 10 : 1; }
-    else if (!yLog && spec.yMin === undefined) { const pad = 0.05 * (hi - lo); lo -= pad; hi += pad; }  // headroom
-    const xs = points.map((i) => epochs[i]);
-    const xLo = xs.length ? xs[0] : 0, xHi = xs.length ? xs[xs.length - 1] : 1;
-    const x = makeScale(logX, xLo, xHi, M.left, W - M.right, false);
-    const y = makeScale(yLog, lo, hi, H - M.bottom, M.top, true);
-
-    const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": spec.title });
-    const grid = el("g", { class: "grid" }, svg), axis = el("g", { class: "axis" }, svg);
-    for (const t of y.ticks) {
-      const py = y.toPx(t.v);
-      el("line", { x1: M.left, x2: W - M.right, y1: py, y2: py }, grid);
-      el("text", { x: M.left - 6, y: py + 4, "text-anchor": "end" }, axis).textContent = t.label;
-    }
-    for (const t of x.ticks) {
-      if (t.v < xLo - 1e-9 || t.v > xHi + 1e-9) continue;
-      const px = x.toPx(t.v);
-      el("line", { x1: px, x2: px, y1: M.top, y2: H - M.bottom }, grid);
-      el("text", { x: px, y: H - M.bottom + 16, "text-anchor": "middle" }, axis).textContent = t.label;
-    }
-    el("text", { x: (M.left + W - M.right) / 2, y: H - 4, "text-anchor": "middle" }, axis).textContent =
-      logX ? "epoch (log scale)" : "epoch";
-    el("rect", { x: M.left, y: M.top, width: W - M.left - M.right, height: H - M.top - M.bottom,
-                 fill: "none", stroke: "#c9d0d7" }, svg);
-
-    // the 99% epochs and phase boundaries
-    data.markers.forEach((m, k) => {
-      if (!xValid(m.epoch) || m.epoch < xLo || m.epoch > xHi) return;
-      const px = x.toPx(m.epoch);
-      el("line", { x1: px, x2: px, y1: M.top, y2: H - M.bottom, stroke: m.color, "stroke-width": 1.2,
-                   "stroke-dasharray": m.phase ? "2 3" : "6 4" }, svg);
-      const flip = px > W - M.right - 8 * m.label.length;  // near the right edge: label on the line's left
-      el("text", { x: flip ? px - 4 : px + 4, y: M.top + 14 + 14 * k, fill: m.color, "font-size": 12,
-                   "text-anchor": flip ? "end" : "start" }, svg).textContent = m.label;
-    });
-
-    // the curves, with gaps where a value is missing or cannot be drawn on a log axis
-    for (const s of shown) {
-      let d = "", pen = false;
-      for (const i of points) {
-        const v = metrics[s.key][i];
-        if (!y.valid(v)) { pen = false; continue; }
-        d += (pen ? "L" : "M") + x.toPx(epochs[i]).toFixed(1) + " " + y.toPx(v).toFixed(1);
-        pen = true;
-      }
-      el("path", { d, fill: "none", stroke: s.color, "stroke-width": 1.6, "stroke-linejoin": "round",
-                   "data-series": s.key }, svg);
-    }
-
-    // hover: nearest evaluation to the pointer, its values in a tooltip
-    const cursor = el("line", { y1: M.top, y2: H - M.bottom, stroke: "#888", "stroke-width": 1, visibility: "hidden" }, svg);
-    const dots = shown.map((s) => el("circle", { r: 3.5, fill: s.color, visibility: "hidden" }, svg));
-    const overlay = el("rect", { x: M.left, y: M.top, width: W - M.left - M.right, height: H - M.top - M.bottom,
-                                 fill: "transparent" }, svg);
-    const tooltip = document.createElement("div");
-    tooltip.className = "tooltip";
-    tooltip.style.display = "none";
-    const nearest = (epoch) => {
-      let a = 0, b = xs.length - 1;
-      while (b - a > 1) { const mid = (a + b) >> 1; if (xs[mid] < epoch) a = mid; else b = mid; }
-      return Math.abs(xs[a] - epoch) <= Math.abs(xs[b] - epoch) ? points[a] : points[b];
-    };
-    overlay.addEventListener("mousemove", (event) => {
-      if (!xs.length) return;
-      const box = svg.getBoundingClientRect();
-      const epoch = x.fromPx(((event.clientX - box.left) / box.width) * W);
-      const i = nearest(epoch), px = x.toPx(epochs[i]);
-      cursor.setAttribute("x1", px); cursor.setAttribute("x2", px); cursor.setAttribute("visibility", "visible");
-      const lines = [`<b>epoch ${epochs[i]}</b>`];
-      shown.forEach((s, k) => {
-        const v = metrics[s.key][i];
-        if (y.valid(v)) {
-          dots[k].setAttribute("cx", px); dots[k].setAttribute("cy", y.toPx(v)); dots[k].setAttribute("visibility", "visible");
-        } else dots[k].setAttribute("visibility", "hidden");
-        lines.push(`<span style="color:${s.color}">●</span> ${s.label}: ${fmtValue(v, spec.format)}`);
-      });
-      tooltip.innerHTML = lines.join("<br>");
-      tooltip.style.display = "block";
-      const host = container.getBoundingClientRect();
-      let left = event.clientX - host.left + 14;
-      if (left + tooltip.offsetWidth > host.width) left = event.clientX - host.left - tooltip.offsetWidth - 14;
-      tooltip.style.left = left + "px";
-      tooltip.style.top = (event.clientY - host.top + 10) + "px";
-    });
-    overlay.addEventListener("mouseleave", () => {
-      tooltip.style.display = "none";
-      cursor.setAttribute("visibility", "hidden");
-      for (const dot of dots) dot.setAttribute("visibility", "hidden");
-    });
-    container.appendChild(svg);
-
-    const legend = document.createElement("div");
-    legend.className = "legend";
-    for (const s of spec.series) {
-      if (!Array.isArray(metrics[s.key])) continue;
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = s.hidden ? "off" : "";
-      button.innerHTML = `<span class="swatch" style="background:${s.color}"></span>${s.label}`;
-      button.addEventListener("click", () => { s.hidden = !s.hidden; renderChart(container, spec); });
-      legend.appendChild(button);
-    }
-    container.appendChild(legend);
-    container.appendChild(tooltip);
-  }
-
-  function renderAll() {
-    let rendered = 0;
-    for (const spec of data.charts) {
-      const container = document.getElementById("chart-" + spec.id);
-      if (!container) continue;
-      renderChart(container, spec);
-      rendered++;
-    }
-    status.setAttribute("data-charts-rendered", String(rendered));
-  }
-
-  // --- sortable tables: click a header; #sort=COLUMN:desc in the address sorts on load ---
-  function sortTable(table, th, descending) {
-    const col = Array.prototype.indexOf.call(th.parentNode.children, th);
-    const body = table.tBodies[0], rows = Array.from(body.rows);
-    const key = (row) => { const c = row.cells[col]; return c ? (c.dataset.value ?? c.textContent).trim() : ""; };
-    const numeric = rows.every((r) => key(r) === "" || Number.isFinite(Number(key(r))));
-    rows.sort((a, b) => {
-      const ka = key(a), kb = key(b);
-      if (ka === "" || kb === "") return (ka === "") - (kb === "");  // blanks last either way
-      const order = numeric ? Number(ka) - Number(kb) : ka.localeCompare(kb, undefined, { numeric: true });
-      return descending ? -order : order;
-    });
-    for (const row of rows) body.appendChild(row);
-    for (const other of th.parentNode.children) other.setAttribute("aria-sort", "none");
-    th.setAttribute("aria-sort", descending ? "descending" : "ascending");
-  }
-  for (const table of document.querySelectorAll("table.sortable")) {
-    for (const th of table.tHead.rows[0].cells) {
-      if (th.classList.contains("nosort")) continue;
-      const activate = () => {
-        const descending = th.getAttribute("aria-sort") === "ascending";
-        sortTable(table, th, descending);
-        try { history.replaceState(null, "", "#sort=" + encodeURIComponent(th.dataset.column) + (descending ? ":desc" : "")); }
-        catch (e) { /* some file:// contexts refuse; sorting still works */ }
-      };
-      th.addEventListener("click", activate);
-      th.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); activate(); } });
-    }
-  }
-  const wanted = /^#sort=([^:]+)(:desc)?$/.exec(location.hash);
-  if (wanted) {
-    const column = decodeURIComponent(wanted[1]);
-    for (const table of document.querySelectorAll("table.sortable")) {
-      const th = Array.from(table.tHead.rows[0].cells).find((c) => c.dataset.column === column);
-      if (th) sortTable(table, th, !!wanted[2]);
-    }
-  }
-
-  const logToggle = document.getElementById("log-x");
-  if (logToggle) logToggle.addEventListener("change", () => { logX = logToggle.checked; renderAll(); });
-  renderAll();
-
-  const countImages = () => {
-    const images = Array.from(document.images);
-    status.setAttribute("data-images-loaded", String(images.filter((img) => img.complete && img.naturalWidth > 0).length));
-  };
-  countImages();
-  window.addEventListener("load", countImages);
-})();
-"""
-
 __all__ = [
     "MAX_POINTS",
     "REPORT_NAME",
     "ReportError",
-    "add_cli",
     "downsample_indices",
     "render_run_report",
     "render_sweep_report",

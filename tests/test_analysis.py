@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from grokking import analysis
+from grokking.checkpoint import save_checkpoint
 from grokking.config import Config
 from grokking.data import make_dataset
 from grokking.model import Transformer
+from grokking.rundir import snapshot_path
 
 P = 23
 FREQS = (3, 7, 11)
@@ -383,17 +385,7 @@ def test_any_p_and_width():
 
 
 # --- analyze() on a run directory ---------------------------------------------------------------------------------------
-def _checkpoint_api():
-    try:
-        from grokking.checkpoint import load_model, save_checkpoint, snapshot_path  # noqa: F401
-    except ImportError:
-        return None
-    return save_checkpoint, snapshot_path
-
-
-@pytest.mark.skipif(_checkpoint_api() is None, reason="grokking.checkpoint.load_model is not available yet")
 def test_analyze_run_directory(tmp_path, fourier_model):
-    save_checkpoint, snapshot_path = _checkpoint_api()
     cfg = fourier_model.cfg
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -415,14 +415,14 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, mo
 
 
 def test_every_writer_in_train_and_plots_is_atomic():
-    """Run files are written by checkpoint.atomic_write_*; the one append is metrics.jsonl."""
-    for module in ("train.py", "plots.py"):
+    """Run files are written by rundir.atomic_write_*; the one append is metrics.jsonl (engine.py)."""
+    for module in ("train.py", "engine.py", "figures.py"):
         source = (REPO / "grokking" / module).read_text()
         for forbidden in (".write_text(", ".write_bytes(", "json.dump(", "np.save(", "torch.save("):
             assert forbidden not in source, (module, forbidden)
         opens = [line.strip() for line in source.splitlines() if "open(" in line and "os.open(" not in line]
         assert all('"a"' in line for line in opens), opens
-        assert "savefig(path" not in source and ".savefig(buffer" in (REPO / "grokking" / "plots.py").read_text()
+        assert "savefig(path" not in source and ".savefig(buffer" in (REPO / "grokking" / "figures.py").read_text()
 
 
 def test_read_metrics_drops_a_torn_line_and_keeps_the_records_around_a_foreign_one(tmp_path):

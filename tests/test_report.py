@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.resources
 import io
 import json
 import math
@@ -14,10 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from grokking import analysis
 from grokking.cli import main
 from grokking.config import Config
-from grokking.report import MAX_POINTS, downsample_indices, write_report
-from grokking.train import read_metrics, train
+from grokking.errors import InputError
+from grokking.report import ASSETS, MAX_POINTS, ReportError, downsample_indices, write_report
+from grokking.rundir import read_metrics
+from grokking.train import train
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH "
@@ -37,7 +41,6 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def analysed_run(tiny_run, tmp_path_factory) -> tuple[Path, dict]:
     """A copy of the tiny run with ``grokking analyze``'s figures and analysis.json."""
-    analysis = pytest.importorskip("grokking.analysis", reason="the analysis module is not installed")
     run = shutil.copytree(tiny_run, tmp_path_factory.mktemp("analysed") / "run")
     return run, analysis.analyze(run)
 
@@ -250,6 +253,45 @@ def test_sweep_report(sweep_dir):
     assert "lr = [0.001, 0.003, 0.01, 0.1]" in text  # the sweep's own file
     assert "98.00%" in text  # accuracies shown as percentages
     assert_self_contained(text)
+
+
+# --- the page's assets ------------------------------------------------------------------------------------
+NODE = shutil.which("node")
+
+
+def package_files(suffix: str) -> list[Path]:
+    root = importlib.resources.files("grokking")
+    return sorted(Path(str(entry)) for entry in root.iterdir() if entry.name.endswith(suffix))
+
+
+def test_every_javascript_file_of_the_package_parses():
+    scripts = package_files(".js")
+    assert {p.name for p in scripts} >= {a for a in ASSETS if a.endswith(".js")}
+    if NODE is None:
+        pytest.fail("node is not on PATH: it checks the report's JavaScript "
+                    "(CI installs it: apt-get install -y nodejs)", pytrace=False)
+    for script in scripts:
+        result = subprocess.run([NODE, "--check", str(script)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"{script.name}: {result.stderr}"
+
+
+def test_the_page_inlines_the_stylesheet_and_scripts(tiny_run):
+    text = write_report(tiny_run).read_text()
+    assert set(ASSETS) == {p.name for p in package_files(".js") + package_files(".css")}
+    for name in ASSETS:
+        content = importlib.resources.files("grokking").joinpath(name).read_text(encoding="utf-8")
+        assert content.strip() and content in text, name
+        # the asset cannot end the element it is inlined in
+        assert "</script" not in content.lower() and "</style" not in content.lower(), name
+    # the error trap comes before the page's script, in <head>, so that it sees that script's errors
+    assert text.index("window.reportErrors = []") < text.index("</head>") < text.index('"use strict"')
+    assert_self_contained(text)
+
+
+def test_report_errors_are_input_errors(tmp_path):
+    with pytest.raises(ReportError) as caught:
+        write_report(tmp_path / "missing")
+    assert isinstance(caught.value, InputError) and caught.value.exit_status == 2
 
 
 # --- the CLI --------------------------------------------------------------------------------------------

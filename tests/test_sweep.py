@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import os
 import signal
@@ -16,18 +15,19 @@ import pytest
 from conftest import REPO
 
 from grokking import sweep as sweep_module
+from grokking import sweep_results
 from grokking.cli import main
-from grokking.config import FIELDS, PRESETS, Config
+from grokking.config import FIELDS, PRESETS, Config, ConfigError
 from grokking.data import OPERATIONS, PERMUTATIONS, Operation, make_dataset, register_operation
+from grokking.rundir import first_at, read_metrics
 from grokking.sweep import (
     RESULT_COLUMNS,
-    first_step_at,
     plan_sweep,
     plot_sweep,
     read_results,
     run_sweep,
 )
-from grokking.train import Trainer, read_metrics
+from grokking.train import Trainer
 
 
 # --- the S5 tasks against an independent permutation composition ------------------------------------
@@ -229,8 +229,8 @@ def test_tiny_sweep_writes_one_row_per_run_and_the_figures(tiny_sweep):
         assert row["status"] == "completed" and row["epochs_run"] == 80 and row["steps"] == 80
         records = read_metrics(tiny_sweep / row["run_dir"])
         assert row["final_test_loss"] == records[-1]["test_loss"] and row["final_train_acc"] == records[-1]["train_acc"]
-        assert row["step_train_acc_99"] == first_step_at(records, "train_acc")
-        assert row["step_test_acc_99"] == first_step_at(records, "test_acc")
+        assert row["step_train_acc_99"] == first_at(records, "train_acc", field="step")
+        assert row["step_test_acc_99"] == first_at(records, "test_acc", field="step")
         assert not (tiny_sweep / row["run_dir"] / "report.html").exists()  # report=false unless asked
     assert any(r["step_train_acc_99"] is not None for r in rows)  # lr 1e-2 memorises p=11 within 80 epochs
     for name in ("fraction.png", "heatmap_frac_seed.png"):
@@ -241,7 +241,8 @@ def test_tiny_sweep_writes_one_row_per_run_and_the_figures(tiny_sweep):
 
 def test_first_step_at_reads_the_step_of_the_first_evaluation_above_the_threshold():
     records = [{"step": 0, "test_acc": 0.1}, {"step": 50, "test_acc": 0.995}, {"step": 100, "test_acc": 0.98}]
-    assert first_step_at(records, "test_acc") == 50 and first_step_at(records, "test_acc", 0.999) is None
+    assert first_at(records, "test_acc", field="step") == 50
+    assert first_at(records, "test_acc", 0.999, field="step") is None
 
 
 def test_a_second_invocation_skips_every_finished_run(tiny_sweep, capsys):
@@ -262,8 +263,6 @@ def test_plot_sweep_redraws_the_figures(tiny_sweep):
     assert [p.name for p in plot_sweep(tiny_sweep)] == ["fraction.png", "heatmap_frac_seed.png"]
 
 
-@pytest.mark.skipif("results.csv" not in inspect.getsource(__import__("grokking.cli").cli.cmd_plot),
-                    reason="cli.cmd_plot does not yet hand sweep directories to grokking.sweep.plot_sweep")
 def test_grokking_plot_of_a_sweep_directory_draws_the_sweep_figures(tiny_sweep, capsys):
     (tiny_sweep / "fraction.png").unlink()
     assert main(["plot", str(tiny_sweep)]) == 0
@@ -378,24 +377,27 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path):
 
 # --- failures, validation, sweep files ----------------------------------------------------------------------
 def test_failed_and_crashed_runs_are_rows_and_only_crashes_are_retried(tmp_path, monkeypatch, capsys):
-    import grokking.train as train_module
+    import grokking.engine as engine_module  # every run's evaluation goes through engine.evaluate_runs
 
-    real_evaluate = train_module.evaluate
+    real_evaluate = engine_module.evaluate_runs
 
-    def faulty_evaluate(model, dataset, logits_fn, cfg):
+    def faulty_evaluate(model, data, cfg, logits_fn):
         if cfg.seed == 2:
             raise RuntimeError("simulated crash")
-        figures = real_evaluate(model, dataset, logits_fn, cfg)
-        return {**figures, "train_loss": float("nan")} if cfg.seed == 1 else figures
+        figures = real_evaluate(model, data, cfg, logits_fn)
+        if cfg.seed == 1:
+            figures = figures.clone()
+            figures[:, engine_module.FIGURE_KEYS.index("train_loss")] = float("nan")
+        return figures
 
-    monkeypatch.setattr(train_module, "evaluate", faulty_evaluate)
+    monkeypatch.setattr(engine_module, "evaluate_runs", faulty_evaluate)
     args = ["sweep", "--out", str(tmp_path / "s"), *TINY_FLAGS, "--grid", "seed=0,1,2", "--quiet"]
     assert main(args) == 1  # a failed run: exit status 1, the table complete
     rows = {r["seed"]: r for r in read_results(tmp_path / "s")}
     assert rows[0]["status"] == "completed"
     assert rows[1]["status"] == "failed" and "non-finite" in rows[1]["error"]
     assert rows[2]["status"] == "failed" and "RuntimeError: simulated crash" in rows[2]["error"]
-    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    monkeypatch.setattr(engine_module, "evaluate_runs", real_evaluate)
     assert main(args) == 1
     rows = {r["seed"]: r for r in read_results(tmp_path / "s")}
     assert rows[1]["status"] == "failed"     # a numerical fault is a result: not trained again
@@ -481,6 +483,36 @@ def test_a_sweep_directory_in_use_is_refused(tmp_path, capsys):
     assert "in use" in capsys.readouterr().err and not (out / "results.csv").exists()
 
 
+def test_a_run_lock_is_refused_while_held_and_freed_when_its_holder_is_killed(tmp_path):
+    lock = tmp_path / ".run.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom grokking.sweep import exclusive\n"
+                               "with exclusive(Path(sys.argv[1])) as mine:\n"
+                               "    print(mine, flush=True)\n    time.sleep(120)\n", str(lock)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        with sweep_module.exclusive(lock) as mine:
+            assert mine is False
+        assert sweep_module.lock_holder(lock) == holder.pid
+        holder.send_signal(signal.SIGKILL)  # no cleanup runs: the kernel alone frees the lock
+        holder.wait(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    with sweep_module.exclusive(lock) as mine:
+        assert mine is True and sweep_module.lock_holder(lock) == os.getpid()
+    assert sweep_module.lock_holder(lock) is None
+
+
+def test_grid_flags_are_config_errors_naming_the_flag_and_its_form():
+    assert sweep_module.parse_grid_flags(["frac=0.3, 0.5", "seed=0"]) == {"frac": ["0.3", "0.5"], "seed": ["0"]}
+    for entries in (["frac"], ["frac="], ["bogus=1"], ["seed=0,,1"], ["seed=0", "seed=1"]):
+        with pytest.raises(ConfigError) as caught:
+            sweep_module.parse_grid_flags(entries)
+        assert caught.value.field == "grid" and "--grid" in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_fraction_figure_marks_runs_that_never_got_there(tmp_path, monkeypatch):
     rows = []
     for op, steps in (("add", {0.3: None, 0.5: 400, 0.8: 200}), ("divide", {0.3: None, 0.5: None, 0.8: 300})):
@@ -494,13 +526,13 @@ def test_fraction_figure_marks_runs_that_never_got_there(tmp_path, monkeypatch):
     from matplotlib.collections import PathCollection
 
     captured = {}
-    original = sweep_module._save_figure
+    original = sweep_results.save_figure
 
     def keep_figure(fig, path):
         captured["fig"] = fig
         return original(fig, path)
 
-    monkeypatch.setattr(sweep_module, "_save_figure", keep_figure)
+    monkeypatch.setattr(sweep_results, "save_figure", keep_figure)
     sweep_module.plot_fraction(rows, tmp_path / "f.png")
     ax = captured["fig"].axes[0]
     hollow = [c for c in ax.collections if isinstance(c, PathCollection) and len(c.get_offsets())
