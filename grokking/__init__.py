@@ -1,9 +1,9 @@
 """grokking: reproduce and study grokking on algorithmic tasks.
 
-The pieces, one module each: ``config`` (every default), ``data`` (operation tables and
-splits), ``model`` (the seed's hooked transformer), ``fast`` (the exact last-position
-training path), ``methods`` (optimisers, losses, gradient filters), ``train`` (the loop
-and run directories), ``checkpoint`` (safe files, seed checkpoints), ``plots`` and ``cli``.
+The modules form layers (docs/architecture.md): ``config`` (every default) and ``data``
+(operation tables and splits) at the bottom, ``model`` (the seed's hooked transformer, one run
+or K stacked), ``fast`` and ``methods``, the ``engine`` (the one epoch loop), then ``train``,
+``batched``, ``analysis``, ``sweep`` and, on top, ``cli``.
 """
 from .version import __version__  # noqa: E402
 from .config import Config, ConfigError  # noqa: E402

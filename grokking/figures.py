@@ -298,8 +298,9 @@ def plot_progress(measures: Mapping[str, np.ndarray], phases: Mapping[str, int |
     return fig
 
 
-# --- sweeps: labels of config values ---------------------------------------------------------------------
-def _format_value(value: Any) -> str:
+# --- config values as names, labels and tables spell them (also the sweep modules' one copy) ----------
+def format_value(value: Any) -> str:
+    """A field value as names, labels and tables spell it: ``none``, ``true``, ``0.3``."""
     if value is None:
         return "none"
     if isinstance(value, bool):
@@ -309,46 +310,49 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def _hashable(value: Any) -> Any:
+def hashable(value: Any) -> Any:
+    """Lists (a config field may hold one) as tuples, so rows can be grouped by their values."""
     return value if not isinstance(value, list) else tuple(value)
 
 
 def _sort_key(value: Any) -> tuple:
-    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+    return (0, value, "") if _is_number(value) else (1, 0, str(value))
 
 
 def _distinct(values: Iterable[Any]) -> list[Any]:
     return sorted(set(values), key=_sort_key)
 
 
-def _swept(rows: Sequence[dict[str, Any]]) -> list[str]:
+def swept_fields(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Config fields that take more than one value across the rows (in Config order)."""
-    return [name for name in FIELDS if len({_hashable(r.get(name)) for r in rows}) > 1]
+    return [name for name in FIELDS if len({hashable(r.get(name)) for r in rows}) > 1]
 
 
 def _label(values: dict[str, Any]) -> str:
     if list(values) == ["op"]:
         return str(values["op"])
-    return ", ".join(f"{k}={_format_value(v)}" for k, v in values.items())
+    return ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
 
 
 def _differs_from_default(name: str, value: Any) -> bool:
-    return _hashable(value) != _hashable(FIELDS[name].default)
+    return hashable(value) != hashable(FIELDS[name].default)
 
 
 def _short_label(fields: Sequence[str], group: dict[str, Any]) -> str:
     """The group's fields that differ from the Config defaults (all of them when none does)."""
     differing = [f for f in fields if _differs_from_default(f, group[f])]
-    return ", ".join(f"{f}={_format_value(group[f])}" for f in differing or fields) or "all runs"
+    return ", ".join(f"{f}={format_value(group[f])}" for f in differing or fields) or "all runs"
 
 
-def _task_label(task: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_format_value(v)}" if k != "op" else str(v) for k, v in task.items())
+def task_label(task: dict[str, Any]) -> str:
+    """``add``, ``add p=97``: the task's operation by name, its other fields as ``field=value``."""
+    return " ".join(f"{k}={format_value(v)}" if k != "op" else str(v) for k, v in task.items())
 
 
-def _recipe_label(recipe_fields: Sequence[str], recipe: tuple) -> str:
+def recipe_label(recipe_fields: Sequence[str], recipe: tuple) -> str:
+    """The recipe's values that differ from the Config defaults (``defaults`` when none does)."""
     differing = [(f, v) for f, v in zip(recipe_fields, recipe) if _differs_from_default(f, v)]
-    return ", ".join(f"{f}={_format_value(v)}" for f, v in differing) or "defaults"
+    return ", ".join(f"{f}={format_value(v)}" for f, v in differing) or "defaults"
 
 
 def _text_color(rgba: Sequence[float]) -> str:
@@ -379,7 +383,7 @@ def fraction_figure(rows: Sequence[dict[str, Any]], measure: str = "steps") -> F
     column = {"steps": "step_test_acc_99", "epochs": "epoch_test_acc_99"}[measure]
     budget_column = "steps" if measure == "steps" else "epochs_run"
     usable = [r for r in rows if r["status"] in USABLE_STATUSES]
-    line_fields = [f for f in _swept(rows) if f not in ("frac", "seed")]
+    line_fields = [f for f in swept_fields(rows) if f not in ("frac", "seed")]
     lines: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in usable:
         lines[tuple(row[f] for f in line_fields)].append(row)
@@ -495,10 +499,10 @@ def heatmap_figure(rows: Sequence[dict[str, Any]], fields: tuple[str, str], meas
                 background = image.cmap(image.norm(grok[i, j])) if np.isfinite(grok[i, j]) else no_value_rgba
                 ax_grok.text(j, i, text, ha="center", va="center", fontsize=7, color=_text_color(background))
     for ax, title in ((ax_acc, "final test accuracy"), (ax_grok, f"{measure} to 99% test accuracy")):
-        ax.set_xticks(range(len(xs)), [_format_value(x) for x in xs], rotation=45 if len(xs) > 6 else 0)
-        ax.set_yticks(range(len(ys)), [_format_value(y) for y in ys])
+        ax.set_xticks(range(len(xs)), [format_value(x) for x in xs], rotation=45 if len(xs) > 6 else 0)
+        ax.set_yticks(range(len(ys)), [format_value(y) for y in ys])
         _style(ax, x_field, y_field, title)
-    others = [f for f in _swept(rows) if f not in fields]
+    others = [f for f in swept_fields(rows) if f not in fields]
     if others:
         fig.suptitle(f"mean over {', '.join(others)}", fontsize=TITLE_SIZE)
     return fig
@@ -532,14 +536,14 @@ def summary_figure(rows: Sequence[dict[str, Any]], fields: Sequence[str], groups
     ``groups`` as ``grokking.sweep.summarize_groups`` returns them."""
     keyed: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        keyed[tuple(_hashable(row.get(f)) for f in fields)].append(row)
+        keyed[tuple(hashable(row.get(f)) for f in fields)].append(row)
     seeds = _distinct(r.get("seed") for r in rows)
     reached, budget = _epoch_budget(rows)
     fig = new_figure((9, max(2.5, 1.2 + 0.3 * len(groups))))
     ax = fig.subplots()
     for index, group in enumerate(groups):
         y = len(groups) - 1 - index  # first group on top
-        _runs_dots(ax, keyed[tuple(_hashable(group[f]) for f in fields)], y, seeds, budget, (22, 36), 1.3)
+        _runs_dots(ax, keyed[tuple(hashable(group[f]) for f in fields)], y, seeds, budget, (22, 36), 1.3)
         if group["epochs_mean"] is not None:
             ax.plot([group["epochs_mean"]] * 2, [y - 0.38, y + 0.38], color=COLORS["mean"], linewidth=1.5, zorder=4)
     ax.axvline(budget, color=COLORS["guide"], linestyle=":", linewidth=1)
@@ -551,7 +555,7 @@ def summary_figure(rows: Sequence[dict[str, Any]], fields: Sequence[str], groups
                   "(runs that reached 99% / runs)", fontsize=8)
     ax.grid(alpha=0.3, which="major", axis="x")
     for seed in seeds:
-        ax.scatter([], [], s=22, color=_cycle(seeds.index(seed)), label=f"seed {_format_value(seed)}")
+        ax.scatter([], [], s=22, color=_cycle(seeds.index(seed)), label=f"seed {format_value(seed)}")
     ax.scatter([], [], s=36, facecolors="none", edgecolors=COLORS["guide"],
                label=f"not reached within {budget:,} epochs")
     ax.plot([], [], color=COLORS["mean"], label="mean of the runs that reached 99%")
@@ -573,8 +577,8 @@ def comparison_figure(rows: Sequence[dict[str, Any]], recipe_fields: Sequence[st
     for ax, task in zip(axes[0], tasks):
         for index, recipe in enumerate(recipes):
             y = len(recipes) - 1 - index
-            mine = [r for r in rows if all(_hashable(r.get(f)) == _hashable(v) for f, v in task.items())
-                    and all(_hashable(r.get(f)) == _hashable(v) for f, v in zip(recipe_fields, recipe))]
+            mine = [r for r in rows if all(hashable(r.get(f)) == hashable(v) for f, v in task.items())
+                    and all(hashable(r.get(f)) == hashable(v) for f, v in zip(recipe_fields, recipe))]
             hits = [r["epoch_test_acc_99"] for r in mine if r["epoch_test_acc_99"] is not None]
             _runs_dots(ax, mine, y, seeds, budget, (20, 32), 1.2)
             if hits:
@@ -584,13 +588,13 @@ def comparison_figure(rows: Sequence[dict[str, Any]], recipe_fields: Sequence[st
         _log_epoch_axis(ax, ticks)
         ax.tick_params(axis="x", labelsize=7, labelrotation=45)
         ax.grid(alpha=0.3, which="major", axis="x")
-        ax.set_title(_task_label(task), fontsize=TITLE_SIZE)
+        ax.set_title(task_label(task), fontsize=TITLE_SIZE)
     first = axes[0][0]
-    first.set_yticks(range(len(recipes)), [_recipe_label(recipe_fields, r) for r in reversed(recipes)], fontsize=7)
+    first.set_yticks(range(len(recipes)), [recipe_label(recipe_fields, r) for r in reversed(recipes)], fontsize=7)
     first.set_ylim(-0.7, len(recipes) - 0.3)
     fig.supxlabel("epochs to 99% test accuracy (log scale)", fontsize=8)
     for seed in seeds:
-        first.scatter([], [], s=20, color=_cycle(seeds.index(seed)), label=f"seed {_format_value(seed)}")
+        first.scatter([], [], s=20, color=_cycle(seeds.index(seed)), label=f"seed {format_value(seed)}")
     first.scatter([], [], s=32, facecolors="none", edgecolors=COLORS["guide"],
                   label=f"not reached in {budget:,} epochs")
     first.plot([], [], color=COLORS["mean"], label="mean of the runs that reached 99%")
@@ -604,4 +608,5 @@ __all__ = [
     "COLORS", "new_figure", "png_bytes", "save_figure", "curves_figure", "run_title", "plot_run",
     "plot_fourier_spectra", "plot_neuron_clusters", "plot_logits_fourier", "plot_attention", "plot_progress",
     "fraction_figure", "heatmap_figure", "summary_figure", "comparison_figure",
+    "format_value", "hashable", "swept_fields", "task_label", "recipe_label",
 ]

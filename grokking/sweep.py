@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
+from .figures import format_value, swept_fields
 from .rundir import atomic_write_json
-from .version import __version__
 from .sweep_backends import (
     BACKENDS,
     Backend,
@@ -62,14 +62,12 @@ from .sweep_plan import (
     RunPoint,
     SweepPlan,
     check_axes,
-    format_value,
     import_modules,
     load_sweep_file,
     parse_grid_flags,
     plan_sweep,
     point_name,
     run_state,
-    swept_fields,
 )
 from .sweep_results import (
     RESULT_COLUMNS,
@@ -94,12 +92,14 @@ from .sweep_results import (
     write_results,
     write_summary,
 )
+from .version import __version__
 
 __all__ = [
     # sweep_plan
     "BUSY", "FINISHED_STATUSES", "PENDING", "SWEEP_FILE_KEYS", "RunPoint", "SweepPlan", "check_axes",
-    "format_value", "import_modules", "load_sweep_file", "parse_grid_flags", "plan_sweep", "point_name",
-    "run_state", "swept_fields",
+    "import_modules", "load_sweep_file", "parse_grid_flags", "plan_sweep", "point_name", "run_state",
+    # figures: how the sweeps spell and compare config values
+    "format_value", "swept_fields",
     # sweep_backends
     "BACKENDS", "Backend", "BackendOptions", "OnDone", "SlurmOptions", "check_backend", "exclusive",
     "lock_holder", "run_lock", "run_point",

@@ -28,8 +28,9 @@ import torch
 from . import batched
 from .checkpoint import CheckpointError
 from .config import ConfigError, from_dict
+from .figures import hashable
 from .rundir import SUMMARY, read_json
-from .sweep_plan import BUSY, RunPoint, SweepPlan, hashable, import_modules, run_state
+from .sweep_plan import BUSY, RunPoint, SweepPlan, import_modules, run_state
 from .train import Trainer, TrainingFailed, TrainingInterrupted, resolve_device
 
 OnDone = Callable[[RunPoint, dict[str, Any]], None]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import FIELDS, PRESETS, ConfigError, from_dict, load_file
+from .figures import format_value
 from .rundir import CHECKPOINTS, CONFIG, LAST, SUMMARY, read_json
 
 # Statuses of summary.json that end a run for good: a restarted sweep skips these runs.
@@ -48,32 +49,11 @@ class SweepPlan:
     duplicates: int = 0  # points dropped because an earlier point has the same run directory
 
 
-# --- spelling values ---------------------------------------------------------------------------------
-def format_value(value: Any) -> str:
-    """A field value as names, labels and tables spell it: ``none``, ``true``, ``0.3``."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
+# --- naming points ---------------------------------------------------------------------------------
 def point_name(overrides: dict[str, Any]) -> str:
     """``{"op": "add", "frac": 0.3}`` -> ``op=add_frac=0.3`` (safe as a file name, bounded length)."""
     text = "_".join(f"{k}={format_value(v)}" for k, v in overrides.items()) or "run"
     return re.sub(r"[^A-Za-z0-9._+=-]", "-", text)[:150]
-
-
-def hashable(value: Any) -> Any:
-    """Lists (a config field may hold one) as tuples, so rows can be grouped by their values."""
-    return value if not isinstance(value, list) else tuple(value)
-
-
-def swept_fields(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Config fields that take more than one value across the rows (in Config order)."""
-    return [name for name in FIELDS if len({hashable(r.get(name)) for r in rows}) > 1]
 
 
 # --- planning ----------------------------------------------------------------------------------------

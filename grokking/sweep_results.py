@@ -14,9 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from .config import FIELDS, ConfigError, field_type
-from .figures import comparison_figure, fraction_figure, heatmap_figure, save_figure, summary_figure
+from .figures import (
+    comparison_figure,
+    format_value,
+    fraction_figure,
+    hashable,
+    heatmap_figure,
+    recipe_label,
+    save_figure,
+    summary_figure,
+    swept_fields,
+    task_label,
+)
 from .rundir import RESULTS, SUMMARY, atomic_write_text, first_at, read_json, read_metrics
-from .sweep_plan import BUSY, PENDING, RunPoint, format_value, hashable, swept_fields
+from .sweep_plan import BUSY, PENDING, RunPoint
 
 # results.csv: these columns, then every Config field.
 SUMMARY_COLUMNS = (
@@ -63,11 +74,8 @@ def results_row(point: RunPoint, out: Path, outcome: dict[str, Any] | None = Non
 def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)  # shortest round-trip text: the table holds the exact figures
-    return str(value)
+    # A float as its shortest round-trip text (the table holds the exact figures); the rest as labels spell it.
+    return repr(value) if isinstance(value, float) else format_value(value)
 
 
 def _csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
@@ -275,17 +283,6 @@ def summary_markdown(fields: Sequence[str], groups: Sequence[dict[str, Any]]) ->
 
 
 # --- recipes x tasks ------------------------------------------------------------------------------------------
-def task_label(task: dict[str, Any]) -> str:
-    """``add``, ``add p=97``: the task's operation by name, its other fields as ``field=value``."""
-    return " ".join(f"{k}={format_value(v)}" if k != "op" else str(v) for k, v in task.items())
-
-
-def recipe_label(recipe_fields: Sequence[str], recipe: tuple) -> str:
-    """The recipe's values that differ from the Config defaults (``defaults`` when none does)."""
-    differing = [(f, v) for f, v in zip(recipe_fields, recipe) if hashable(v) != hashable(FIELDS[f].default)]
-    return ", ".join(f"{f}={format_value(v)}" for f, v in differing) or "defaults"
-
-
 def compare_across_tasks(fields: Sequence[str], groups: Sequence[dict[str, Any]]
                          ) -> tuple[list[str], list[dict[str, Any]], list[tuple], dict[tuple, dict[tuple, Any]]] | None:
     """The summary's groups as recipes x tasks, when both vary: a task is a value of the

@@ -176,13 +176,13 @@ def test_the_layer_contract_catches_a_cycle(tmp_path):
     line = append(root, f"{PACKAGE}.checkpoint", "from .engine import NAME as ENGINE\n")
     assert_broken(lint(root), f"{PACKAGE}.checkpoint", f"{PACKAGE}.engine", line)
 
-    # Between independent siblings on one line: train and batched import each other.
+    # Between independent siblings on one line: fast and methods import each other.
     root = layered_package(tmp_path / "siblings")
-    train_line = append(root, f"{PACKAGE}.train", "import grokking.batched\n")
-    batched_line = append(root, f"{PACKAGE}.batched", "from . import train\n")
+    train_line = append(root, f"{PACKAGE}.fast", "import grokking.methods\n")
+    batched_line = append(root, f"{PACKAGE}.methods", "from . import fast\n")
     result = lint(root)
-    assert_broken(result, f"{PACKAGE}.train", f"{PACKAGE}.batched", train_line)
-    assert_broken(result, f"{PACKAGE}.batched", f"{PACKAGE}.train", batched_line)
+    assert_broken(result, f"{PACKAGE}.fast", f"{PACKAGE}.methods", train_line)
+    assert_broken(result, f"{PACKAGE}.methods", f"{PACKAGE}.fast", batched_line)
 
     # Round three modules: rundir imports config, config imports data, and data imports rundir.
     root = layered_package(tmp_path / "three")

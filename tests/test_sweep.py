@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
+from grokking import cli as cli_module
 from grokking import sweep as sweep_module
 from grokking import sweep_results
 from grokking.cli import main
@@ -432,13 +433,13 @@ def test_sweep_file_fixed_grid_runs_and_flag_precedence(tmp_path, capsys):
         'preset = "fast"\n[fixed]\np = 11\nd_model = 16\nd_mlp = 32\nepochs = 7\n'
         '[grid]\nop = ["add", "subtract"]\nfrac = [0.3, 0.5]\n'
         '[[runs]]\nop = "multiply"\nfrac = 0.6\nseed = 4\n')
-    plan = sweep_module.plan_from_args(_sweep_args(["--out", str(tmp_path / "o"), "--sweep-file", str(sweep_file)]))
+    plan = cli_module.plan_from_args(_sweep_args(["--out", str(tmp_path / "o"), "--sweep-file", str(sweep_file)]))
     assert [p.name for p in plan.points] == ["op=add_frac=0.3", "op=add_frac=0.5", "op=subtract_frac=0.3",
                                              "op=subtract_frac=0.5", "op=multiply_frac=0.6_seed=4"]
     cfg = plan.points[0].config
     assert cfg["lr"] == PRESETS["fast"]["lr"] and cfg["epochs"] == 7 and cfg["p"] == 11 and cfg["report"] is False
     # a flag fixes a field the file sweeps (the axis goes); --grid replaces the file's axis; flags beat [fixed]
-    plan = sweep_module.plan_from_args(_sweep_args(["--out", str(tmp_path / "o"), "--sweep-file", str(sweep_file),
+    plan = cli_module.plan_from_args(_sweep_args(["--out", str(tmp_path / "o"), "--sweep-file", str(sweep_file),
                                                     "--op", "add", "--grid", "frac=0.2", "--epochs", "9"]))
     assert [p.name for p in plan.points] == ["frac=0.2", "frac=0.6_seed=4"]
     assert {p.config["op"] for p in plan.points} == {"add"} and {p.config["epochs"] for p in plan.points} == {9}
@@ -462,7 +463,7 @@ def test_the_shipped_sweep_files_plan(tmp_path, capsys, name, n_runs):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == n_runs and all(line.startswith("new ") for line in lines)
     assert not (tmp_path / "o").exists()
-    plan = sweep_module.plan_from_args(_sweep_args(["--sweep-file", str(REPO / "sweeps" / name), "--out", "x"]))
+    plan = cli_module.plan_from_args(_sweep_args(["--sweep-file", str(REPO / "sweeps" / name), "--out", "x"]))
     assert {p.config["op"] for p in plan.points} >= {"add", "divide"}
     assert len({p.config["frac"] for p in plan.points}) >= 3
     assert all(p.config["stop_at_test_acc"] == 0.99 for p in plan.points)
