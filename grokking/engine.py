@@ -2,10 +2,8 @@
 
 The pieces:
 
-- :class:`RunData`: the runs' splits as rectangular ``[K, ...]`` tensors (train sets are
-  padded to the largest, ``mask`` marks the real pairs).
-- :func:`evaluate_runs`: train/test/all-pair loss and accuracy of every run from one pass over
-  every pair; :func:`evaluate` is the same for one model and one dataset.
+- :mod:`grokking.evaluation` (re-exported here): the runs' splits as ``[K, ...]`` tensors,
+  per-run losses, and every run's figures from one pass over every pair.
 - :class:`RunGroup`: runs that one program trains: one :class:`~grokking.model.Transformer`
   (K = 1) or one :class:`~grokking.model.StackedTransformer`. Every method of
   :mod:`grokking.methods` (gradient filter, orthogonalised gradient, clipping, optimiser) is
@@ -15,9 +13,6 @@ The pieces:
 - :class:`Engine`: the loop. It owns the evaluation cadence, the metrics record, stop
   conditions, the non-finite check, snapshots, signals and the progress bar, and it is the
   one writer of a run directory's files.
-
-Each run's objective is its own mean loss over its own training pairs; a stacked group
-minimises the sum of those means, so each run's gradient is the one it would get alone.
 """
 from __future__ import annotations
 
@@ -39,7 +34,17 @@ from .checkpoint import save_checkpoint
 from .config import Config, ConfigError
 from .data import Dataset
 from .errors import GrokkingError
-from .fast import LogitsFn, keep_freed_memory, last_position_logits, select_logits_fn
+from .evaluation import (  # noqa: F401 - re-exported: the engine's evaluation names
+    EVAL_CHUNK,
+    FIGURE_KEYS,
+    RunData,
+    evaluate,
+    evaluate_runs,
+    per_run_train_loss,
+    weight_norm,
+    weight_norms,
+)
+from .fast import keep_freed_memory, select_logits_fn
 from .figures import plot_run
 from .methods import (
     GradFilter,
@@ -47,7 +52,6 @@ from .methods import (
     clip_gradients,
     loss_function,
     orthogonalize_gradients,
-    per_example_loss,
     set_learning_rate,
     warmup_factor,
 )
@@ -66,8 +70,6 @@ from .rundir import (
     snapshot_path,
 )
 
-EVAL_CHUNK = 65536  # examples per evaluation forward pass, bounds memory for large p
-FIGURE_KEYS = ("train_loss", "test_loss", "all_loss", "train_acc", "test_acc", "all_acc")
 
 
 class TrainingFailed(GrokkingError, RuntimeError):
@@ -94,104 +96,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda was requested but torch.cuda.is_available() is False")
     return torch.device(name)
-
-
-# --- data and evaluation --------------------------------------------------------------------------
-@dataclass
-class RunData:
-    """The K runs' splits as rectangular tensors.
-
-    Train sets differ in size between runs (different ``frac``) and content (different
-    seeds): each run's pairs are padded to the largest set, and ``mask`` marks the real ones.
-    Evaluation runs over every pair, the same for all runs (labels can differ: ``rand``).
-    """
-
-    a: torch.Tensor  # [K, N] first operand of run k's training pairs, in its split order (padded)
-    b: torch.Tensor  # [K, N]
-    labels: torch.Tensor  # [K, N]
-    mask: torch.Tensor  # [K, N] float64: 1 for a real training pair, 0 for padding
-    n_train: torch.Tensor  # [K] float64
-    all_a: torch.Tensor  # [M] every pair
-    all_b: torch.Tensor  # [M]
-    all_labels: torch.Tensor  # [K, M]
-    in_train: torch.Tensor  # [K, M] bool
-    in_test: torch.Tensor  # [K, M] bool
-
-    @classmethod
-    def from_datasets(cls, datasets: Sequence[Dataset]) -> "RunData":
-        device = datasets[0].tokens.device
-        sizes = [len(d.train_idx) for d in datasets]
-        n_runs, width = len(datasets), max(sizes)
-        a = torch.zeros(n_runs, width, dtype=torch.long, device=device)
-        b, labels = torch.zeros_like(a), torch.zeros_like(a)
-        mask = torch.zeros(n_runs, width, dtype=torch.float64, device=device)
-        n_all = len(datasets[0].labels)
-        in_train = torch.zeros(n_runs, n_all, dtype=torch.bool, device=device)
-        in_test = torch.zeros_like(in_train)
-        for k, d in enumerate(datasets):
-            n = sizes[k]
-            a[k, :n], b[k, :n] = d.tokens[d.train_idx, 0], d.tokens[d.train_idx, 1]
-            labels[k, :n] = d.labels[d.train_idx]
-            mask[k, :n] = 1.0
-            in_train[k, d.train_idx] = True
-            in_test[k, d.test_idx] = True
-        return cls(a, b, labels, mask, torch.tensor(sizes, dtype=torch.float64, device=device),
-                   datasets[0].tokens[:, 0], datasets[0].tokens[:, 1],
-                   torch.stack([d.labels for d in datasets]), in_train, in_test)
-
-
-def _stacked_logits(model: Transformer, logits_fn: LogitsFn, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    logits = logits_fn(model, a, b)
-    return logits if isinstance(model, StackedTransformer) else logits.unsqueeze(0)
-
-
-def per_run_train_loss(model: Transformer, data: RunData, cfg: Config,
-                       logits_fn: LogitsFn = last_position_logits) -> torch.Tensor:
-    """``[K]`` float64: run k's mean loss over its own training pairs. Their sum is the batch's
-    objective, so the gradient reaching run k's weights is the one it would get alone."""
-    logits = _stacked_logits(model, logits_fn, data.a, data.b)
-    per_example = per_example_loss(cfg, logits.flatten(0, 1), data.labels.flatten()).view_as(data.mask)
-    return (per_example * data.mask).sum(1) / data.n_train
-
-
-@torch.no_grad()
-def evaluate_runs(model: Transformer, data: RunData, cfg: Config, logits_fn: LogitsFn) -> torch.Tensor:
-    """``[K, 6]`` float64: for each run, the train, test and all-pair loss and the train, test and
-    all-pair accuracy (:data:`FIGURE_KEYS`), from one pass over every pair."""
-    n_runs, n_all = data.all_labels.shape
-    chunk = max(1, EVAL_CHUNK // n_runs)
-    losses, hits = [], []
-    for start in range(0, n_all, chunk):
-        labels = data.all_labels[:, start : start + chunk]
-        logits = _stacked_logits(model, logits_fn, data.all_a[start : start + chunk], data.all_b[start : start + chunk])
-        losses.append(per_example_loss(cfg, logits.flatten(0, 1), labels.flatten()).view_as(labels))
-        hits.append((logits.argmax(-1) == labels).to(torch.float64))
-    loss, hit = torch.cat(losses, 1), torch.cat(hits, 1)
-
-    def mean_over(x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-        # torch.where, not a product: an infinite test loss must not turn the train mean into NaN.
-        return torch.where(where, x, 0.0).sum(1) / where.sum(1)
-
-    return torch.stack([mean_over(loss, data.in_train), mean_over(loss, data.in_test), loss.mean(1),
-                        mean_over(hit, data.in_train), mean_over(hit, data.in_test), hit.mean(1)], 1)
-
-
-def evaluate(model: Transformer, dataset: Dataset, logits_fn: LogitsFn | None = None,
-             cfg: Config | None = None) -> dict[str, float]:
-    """Loss (float64) and accuracy of one model on the train split, the test split and all pairs."""
-    cfg = cfg or model.cfg
-    logits_fn = logits_fn or select_logits_fn(cfg)[0]
-    row = evaluate_runs(model, RunData.from_datasets([dataset]), cfg, logits_fn)[0].tolist()
-    return dict(zip(FIGURE_KEYS, row))
-
-
-def weight_norms(params_by_run: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
-    """``[K]``: each run's total weight norm."""
-    return torch.stack([torch.sqrt(sum(p.detach().pow(2).sum() for p in params)) for params in params_by_run])
-
-
-def weight_norm(model: torch.nn.Module) -> torch.Tensor:
-    return weight_norms([list(model.parameters())])[0]
 
 
 # --- a group of runs trained by one program --------------------------------------------------------
