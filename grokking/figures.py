@@ -150,10 +150,23 @@ def plot_run(run_dir: str | Path) -> Path:
     return save_figure(fig, run_dir / rundir.CURVES)
 
 
-# --- the Fourier analysis of one model -------------------------------------------------------------
-def _freq_ticks(ax: Axes, K: int) -> None:
+# --- the Fourier analysis of one model (in its task's basis: frequencies or irreps) ------------------
+def _freq_ticks(ax: Axes, K: int, labels: Sequence[str] | None = None) -> None:
+    if labels is not None and K <= 12:  # irreps: their names
+        ax.set_xticks(range(1, K + 1), [str(x) for x in labels[1:K + 1]], rotation=30, fontsize=7, ha="right")
+        return
     step = max(1, math.ceil(K / 12))
     ax.set_xticks([1] + list(range(step, K + 1, step)) if step > 1 else list(range(1, K + 1)))
+
+
+def _short(label: Any) -> str:
+    """An axis label for a component: an irrep's partition (``[4,1]``), else the name's first word."""
+    text = str(label)
+    return "[" + text.split("[", 1)[1] if "[" in text else text.split(" ")[0]
+
+
+def _plural(unit: str) -> str:
+    return {"frequency": "frequencies", "irrep": "irreps"}.get(unit, unit + "s")
 
 
 def _key_colors(K: int, key_freqs: Iterable[int]) -> list[Any]:
@@ -162,26 +175,33 @@ def _key_colors(K: int, key_freqs: Iterable[int]) -> list[Any]:
 
 
 def plot_fourier_spectra(embed_norms: np.ndarray, logit_norms: np.ndarray, key_freqs: Sequence[int],
-                         title: str = "") -> Figure:
-    """Bars: norm per frequency (index 0: the constant) of the embedding and of the
-    neuron-logit map, the key frequencies in red."""
+                         title: str = "", labels: Sequence[str] | None = None, unit: str = "frequency",
+                         basis: str = "", note: str = "") -> Figure:
+    """Bars: norm per component (index 0, the constant / trivial irrep, is only named) of the
+    embedding and of the neuron-logit map, the key ones in red. ``labels``: component names
+    (irreps); ``basis``: the basis, for the axis; ``note``: e.g. why there is no circuit."""
     fig = new_figure((11, 3.8), layout="constrained")
     K = len(embed_norms) - 1
     for i, (norms, name) in enumerate(((embed_norms, "embedding W_E"), (logit_norms, "neuron-logit map W_L"))):
         ax = fig.add_subplot(1, 2, i + 1)
         ax.bar(np.arange(1, K + 1), np.asarray(norms)[1:], color=_key_colors(K, key_freqs))
-        _style(ax, "frequency k", "norm", f"{name} in the Fourier basis (const {norms[0]:.2g})")
-        _freq_ticks(ax, K)
-    fig.suptitle(title or f"Fourier spectra; key frequencies {list(key_freqs)}", fontsize=10)
+        _style(ax, f"{unit} k" if labels is None or K > 12 else unit, "norm",
+               f"{name} (trivial component {norms[0]:.2g})")
+        _freq_ticks(ax, K, labels)
+    keys = ", ".join(str(labels[k]) if labels is not None and K <= 12 else str(k) for k in key_freqs)
+    head = title or f"{basis or 'Fourier basis'}: key {_plural(unit)} {keys or 'none (no circuit)'}"
+    fig.suptitle(head + (f"\n{note}" if note else ""), fontsize=9)
     return fig
 
 
 def plot_neuron_clusters(freq: np.ndarray, frac_explained: np.ndarray,
-                         clusters: Mapping[int | str, Sequence[int]], threshold: float) -> Figure:
-    """Left: each neuron's fraction of variance explained by its dominant frequency ``freq``
-    (0: dead), neurons grouped by that frequency. Right: neurons per cluster, as ``clusters``
-    (``{freq: neuron indices, ..., 'unclustered': rest}``) holds them for ``threshold``."""
+                         clusters: Mapping[int | str, Sequence[int]], threshold: float,
+                         labels: Sequence[str] | None = None, unit: str = "frequency") -> Figure:
+    """Left: each neuron's fraction of variance explained by its dominant component ``freq``
+    (0: dead), neurons grouped by it. Right: neurons per cluster, as ``clusters``
+    (``{component: neuron indices, ..., 'unclustered': rest}``) holds them for ``threshold``."""
     freq, frac_explained = np.asarray(freq), np.asarray(frac_explained)
+    name = (lambda k: _short(labels[int(k)])) if labels is not None and len(labels) <= 13 else str
     fig = new_figure((12, 3.8), layout="constrained")
     ax, ax_count = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     order = np.lexsort((-frac_explained, freq))
@@ -192,51 +212,58 @@ def plot_neuron_clusters(freq: np.ndarray, frac_explained: np.ndarray,
     for k in np.unique(freq_sorted):
         where = np.flatnonzero(freq_sorted == k)
         if len(where) >= max(3, len(order) // 50):
-            ax.annotate(str(k) if k else "dead", (where.mean(), 1.02), ha="center", fontsize=7)
+            ax.annotate(name(k) if k else "dead", (where.mean(), 1.02), ha="center", fontsize=7)
     ax.set_ylim(0, 1.08)
-    _style(ax, "neuron (grouped by dominant frequency)", "fraction of variance explained")
-    labels = [str(k) for k in clusters]
-    ax_count.bar(range(len(labels)), [len(v) for v in clusters.values()],
+    _style(ax, f"neuron (grouped by dominant {unit})", "fraction of variance explained")
+    names = [name(k) if k != "unclustered" else str(k) for k in clusters]
+    ax_count.bar(range(len(names)), [len(v) for v in clusters.values()],
                  color=[cmap(int(k) % 20) if k != "unclustered" else COLORS["unclustered"] for k in clusters])
-    ax_count.set_xticks(range(len(labels)))
-    ax_count.set_xticklabels(labels, rotation=90 if len(labels) > 12 else 0, fontsize=7)
-    _style(ax_count, "frequency cluster", "neurons")
-    fig.suptitle(f"MLP neurons by frequency (clusters: fraction explained >= {threshold:g})", fontsize=10)
+    ax_count.set_xticks(range(len(names)))
+    ax_count.set_xticklabels(names, rotation=90 if len(names) > 12 else 0, fontsize=7)
+    _style(ax_count, f"{unit} cluster", "neurons")
+    fig.suptitle(f"MLP neurons by {unit} (clusters: fraction explained >= {threshold:g})", fontsize=10)
     return fig
 
 
-def plot_logits_fourier(ab_norms: np.ndarray, c_norms: np.ndarray, key_freqs: Sequence[int] = ()) -> Figure:
-    """Left: ``ab_norms [p, p]``, the norm over the answer c of the logits' 2D Fourier
-    components over (a, b) (rows and columns in the basis order const, cos 1, sin 1, ...),
-    log colour scale. Right: ``c_norms``, the norm per frequency along c (index 0: constant)."""
+def plot_logits_fourier(ab_norms: np.ndarray, c_norms: np.ndarray, key_freqs: Sequence[int] = (),
+                        labels: Sequence[str] | None = None, unit: str = "frequency", basis: str = "",
+                        group_rows: Sequence[int] | None = None) -> Figure:
+    """Left: ``ab_norms [m, m]``, the norm over the answer c of the logits' 2D components over
+    the group's pairs (a, b), rows and columns in the basis order (additive: const, cos 1,
+    sin 1, ...; ``group_rows``: the component of each row, to label blocks), log colour scale.
+    Right: ``c_norms``, the norm per component along c (index 0: trivial)."""
     ab_norms = np.asarray(ab_norms, dtype=np.float64)
-    p = ab_norms.shape[0]
-    K = p // 2
+    m = ab_norms.shape[0]
     fig = new_figure((12, 5), layout="constrained")
     ax, ax_c = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     floor = max(float(ab_norms.max()) * 1e-6, 1e-12)
     norm = LogNorm(vmin=floor, vmax=max(float(ab_norms.max()), floor * 10))
     image = ax.imshow(np.maximum(ab_norms, floor), norm=norm, cmap="viridis", interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    k_step = max(1, math.ceil(K / 10))
-    freqs = list(range(k_step, K + 1, k_step))
-    ticks = [0] + [2 * k - 1 for k in freqs]  # basis rows: const, then cos k every k_step
-    names = ["const"] + [f"cos {k}" for k in freqs]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels(names, fontsize=7, rotation=90)
-    ax.set_yticks(ticks)
-    ax.set_yticklabels(names, fontsize=7)
-    _style(ax, "b component", "a component", "logits in the 2D Fourier basis over (a, b): norm over c")
+    rows = np.asarray(group_rows) if group_rows is not None else np.array([0] + [(i + 1) // 2 for i in range(1, m)])
+    comps = list(dict.fromkeys(rows.tolist()))
+    if len(comps) <= 12:  # irreps: one tick at the middle of each block of rows wide enough to label
+        shown = [k for k in comps if k == 0 or (rows == k).sum() >= 3]
+        ticks = [float(np.flatnonzero(rows == k).mean()) for k in shown]
+        names = [_short(labels[k]) if labels is not None else str(k) for k in shown]
+    else:
+        step = max(1, math.ceil((len(comps) - 1) / 10))
+        shown = [0] + comps[1:][step - 1::step]
+        ticks = [int(np.flatnonzero(rows == k)[0]) for k in shown]
+        names = ["const" if k == 0 else f"cos {k}" for k in shown]
+    ax.set_xticks(ticks, names, fontsize=7, rotation=90)
+    ax.set_yticks(ticks, names, fontsize=7)
+    _style(ax, "b component", "a component", f"logits over (a, b), norm over c,\nin the {basis or 'Fourier basis'}")
     K_c = len(c_norms) - 1
     ax_c.bar(np.arange(1, K_c + 1), np.asarray(c_norms)[1:], color=_key_colors(K_c, key_freqs))
-    _freq_ticks(ax_c, K_c)
-    _style(ax_c, "frequency along the answer c", "norm", "logits: Fourier norm along c")
+    _freq_ticks(ax_c, K_c, labels)
+    _style(ax_c, f"{unit} along the answer c", "norm", "logits: norm along c")
     return fig
 
 
 def plot_attention(attention: np.ndarray) -> Figure:
     """Heatmaps over (a, b) of each head's attention from '=' to a and to b
-    (``attention [n_heads, 2, p, p]``)."""
+    (``attention [n_heads, 2, n, n]``)."""
     n_heads = attention.shape[0]
     fig = new_figure((5.6, 2.6 * n_heads), layout="constrained")
     for head in range(n_heads):
@@ -257,31 +284,43 @@ def _is_number(value: Any) -> bool:
 
 
 def plot_progress(measures: Mapping[str, np.ndarray], phases: Mapping[str, int | None] | None = None,
-                  metrics: Sequence[dict[str, Any]] | None = None, title: str = "") -> Figure:
-    """Progress measures against epoch: losses (log y), Gini coefficients, sum of squared
-    weights; the phases shaded. ``metrics`` (records of metrics.jsonl) adds the dense loss curves."""
+                  metrics: Sequence[dict[str, Any]] | None = None, title: str = "",
+                  llc: Mapping[str, Any] | None = None) -> Figure:
+    """Progress measures against epoch: losses (log y; the paper's restricted/excluded losses
+    solid, ours dashed), Gini coefficients, sum of squared weights and, with ``llc``
+    (``{"epoch", "llc", "llc_std"}``), the local learning coefficient; the phases shaded.
+    ``metrics`` (records of metrics.jsonl) adds the dense loss curves."""
     epoch = measures["epoch"]
-    fig = new_figure((15, 4), layout="constrained")
-    ax_loss, ax_gini, ax_w = (fig.add_subplot(1, 3, i) for i in (1, 2, 3))
+    fig = new_figure((20 if llc else 15, 4), layout="constrained")
+    axes = [fig.add_subplot(1, 4 if llc else 3, i) for i in range(1, 5 if llc else 4)]
+    ax_loss, ax_gini, ax_w = axes[:3]
     dense = [r for r in metrics or () if _is_number(r.get("train_loss")) and _is_number(r.get("test_loss"))]
     for split in ("train", "test") if dense else ():
         ax_loss.plot([r["epoch"] for r in dense], [max(r[f"{split}_loss"], 1e-30) for r in dense],
                      color=COLORS[split], alpha=0.25, linewidth=0.8)
-    for key, color in (("train_loss", COLORS["train"]), ("test_loss", COLORS["test"]),
-                       ("restricted_loss", COLORS["restricted"]), ("excluded_loss", COLORS["excluded"])):
-        values = np.maximum(measures[key], 1e-30)
+    for key, color, style in (("train_loss", COLORS["train"], "-"), ("test_loss", COLORS["test"], "-"),
+                              ("restricted_loss", COLORS["restricted"], "-"), ("excluded_loss", COLORS["excluded"], "-"),
+                              ("restricted_loss_abc", COLORS["restricted"], ":"),
+                              ("excluded_loss_abc", COLORS["excluded"], ":")):
+        values = np.maximum(np.asarray(measures.get(key, np.full(len(epoch), np.nan)), dtype=float), 1e-30)
         if np.isfinite(values).any():
-            ax_loss.plot(epoch, values, marker=".", color=color, label=key.replace("_", " "))
+            label = key.replace("_abc", " (ours, a+b-c)").replace("_", " ")
+            ax_loss.plot(epoch, values, style, marker="." if style == "-" else None, color=color, label=label,
+                         linewidth=1.4 if style == "-" else 1.0)
     ax_loss.set_yscale("log")
     ax_loss.set_ylabel("cross-entropy")
-    ax_gini.plot(epoch, measures["gini_embedding"], marker=".", label="Gini, embedding (Fourier)")
-    ax_gini.plot(epoch, measures["gini_neuron_logit"], marker=".", label="Gini, neuron-logit map (Fourier)")
+    ax_gini.plot(epoch, measures["gini_embedding"], marker=".", label="Gini, embedding (task basis)")
+    ax_gini.plot(epoch, measures["gini_neuron_logit"], marker=".", label="Gini, neuron-logit map (task basis)")
     ax_gini.set_ylim(0, 1)
     ax_w.plot(epoch, measures["sum_sq_weights"], marker=".", color=COLORS["weights"], label="sum of squared weights")
+    if llc:
+        values, spread = np.asarray(llc["llc"], dtype=float), np.asarray(llc.get("llc_std", 0.0), dtype=float)
+        axes[3].errorbar(llc["epoch"], values, yerr=spread, marker=".", color="black", capsize=2,
+                         label="local learning coefficient (devinterp)")
     bounds = [int(epoch[0])]
     if phases:
         bounds += [phases.get(k) for k in ("memorisation_end", "circuit_formation_end", "cleanup_end")]
-    for ax in (ax_loss, ax_gini, ax_w):
+    for ax in axes:
         for name, start, end in zip(PHASES, bounds, bounds[1:]):
             if start is None:
                 break
@@ -293,7 +332,7 @@ def plot_progress(measures: Mapping[str, np.ndarray], phases: Mapping[str, int |
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(title or f"progress measures (key frequencies {np.asarray(measures['key_freqs']).tolist()})",
+    fig.suptitle(title or f"progress measures (key components {np.asarray(measures['key_freqs']).tolist()})",
                  fontsize=10)
     return fig
 

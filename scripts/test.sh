@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install grokking with its test dependencies and every optional extra (TensorBoard, W&B offline,
-# TransformerLens 3.x, Ray, submitit) into .venv, install Debian's Chromium for the HTML report
+# TransformerLens 3.x, Ray, submitit, devinterp) into .venv, install Debian's Chromium for the HTML report
 # test where we are root with apt-get, then run the test suite (pytest's addopts: not the slow
 # tests, and a line for every skipped test saying why). Extra arguments go to pytest (e.g. -m slow).
 # Exits with pytest's status: 0 all passed, 1 a test failed, 5 no test was collected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="test,monitor,interop,ray,slurm"
+EXTRAS="test,monitor,interop,ray,slurm,llc"
 ./scripts/setup.sh ".[$EXTRAS]"
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \

@@ -1,8 +1,10 @@
 """Fourier analysis and progress measures (grokking.analysis), on models built by hand.
 
 The centrepiece is a transformer whose weights implement the Fourier algorithm of Nanda et
-al. exactly enough to be judged by the real forward pass: it must add mod p on every pair,
-and the analysis must find the frequencies it was built with.
+al. exactly enough to be judged by the real forward pass (tests/handbuilt.py): it must add
+mod p on every pair, and the analysis must find the frequencies it was built with. The
+other tasks' bases and hand-built models: test_groups.py, test_restricted.py, test_circuits.py;
+the LLC: test_llc.py.
 """
 from __future__ import annotations
 
@@ -19,76 +21,10 @@ from grokking.config import Config
 from grokking.data import make_dataset
 from grokking.model import Transformer
 from grokking.rundir import snapshot_path
+from handbuilt import build_fourier_model
 
 P = 23
 FREQS = (3, 7, 11)
-
-
-def build_fourier_model(p: int = P, freqs: tuple[int, ...] = FREQS, knot_step: float = 0.25,
-                        logit_scale: float = 20.0) -> Transformer:
-    """A 1-layer transformer that computes (a + b) mod p with the Fourier algorithm.
-
-    Residual stream (one block of dims per role, 2 per frequency for cos and sin):
-      tokens   cos(w a), sin(w a) of the token at its own position (embedding)
-      eq       1 on the '=' token: the only thing the queries read
-      pos      +10 at position 0, -10 at position 1 (positional embedding): the keys
-      a, b     the token waves of positions 0 and 1, copied to '=' by heads 0 and 1
-      out      cos(w (a + b)), sin(w (a + b)), written by the MLP, read by W_U
-    Head 0 scores keys by +pos and head 1 by -pos, so from '=' each puts all its weight on
-    one input (softmax margin ~ exp(-100)). The MLP forms products with
-    x y = ((x + y)^2 - (x - y)^2) / 4, each square the piecewise-linear interpolant of z^2
-    on knots 0, h, 2h, .. of |z| <= 2 written with ReLUs (exact at the knots, error <= h^2/4):
-      cos(u + v) = [Q(ca + cb) - Q(ca - cb) - Q(sa + sb) + Q(sa - sb)] / 4
-      sin(u + v) = [Q(sa + cb) - Q(sa - cb) + Q(ca + sb) - Q(ca - sb)] / 4
-    W_U then reads cos(w (a + b - c)) = cos(w (a + b)) cos(w c) + sin(w (a + b)) sin(w c).
-    """
-    n_f = len(freqs)
-    eq_dim, pos_dim = 2 * n_f, 2 * n_f + 1
-    a_dim, b_dim, out_dim = 2 * n_f + 2, 4 * n_f + 2, 6 * n_f + 2
-    d_model = out_dim + 2 * n_f
-    d_head = 2 * n_f
-    knots = [j * knot_step for j in range(int(round(2 / knot_step)))]
-    d_mlp = n_f * 8 * 2 * len(knots)
-    cfg = Config().replace(p=p, d_model=d_model, n_heads=2, d_head=d_head, d_mlp=d_mlp)
-    model = Transformer(cfg, seed=0)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.zero_()
-        x = torch.arange(p, dtype=torch.float64)
-        for i, k in enumerate(freqs):
-            w = 2 * math.pi * k / p
-            model.embed.W_E[2 * i, :p] = torch.cos(w * x)
-            model.embed.W_E[2 * i + 1, :p] = torch.sin(w * x)
-            model.unembed.W_U[out_dim + 2 * i, :p] = logit_scale * torch.cos(w * x)
-            model.unembed.W_U[out_dim + 2 * i + 1, :p] = logit_scale * torch.sin(w * x)
-        model.embed.W_E[eq_dim, p] = 1.0
-        model.pos_embed.W_pos[0, pos_dim] = 10.0
-        model.pos_embed.W_pos[1, pos_dim] = -10.0
-        attn = model.blocks[0].attn
-        for head, sign, target in ((0, 1.0, a_dim), (1, -1.0, b_dim)):
-            attn.W_Q[head, 0, eq_dim] = 20.0
-            attn.W_K[head, 0, pos_dim] = sign
-            for j in range(2 * n_f):
-                attn.W_V[head, j, j] = 1.0
-                attn.W_O[target + j, head * d_head + j] = 1.0
-        mlp, neuron = model.blocks[0].mlp, 0
-        for i in range(n_f):
-            ca, sa, cb, sb = a_dim + 2 * i, a_dim + 2 * i + 1, b_dim + 2 * i, b_dim + 2 * i + 1
-            cos_out, sin_out = out_dim + 2 * i, out_dim + 2 * i + 1
-            # (output dim, x, y, sign of y inside the square, sign of the square in the sum)
-            squares = [(cos_out, ca, cb, 1, 1), (cos_out, ca, cb, -1, -1), (cos_out, sa, sb, 1, -1),
-                       (cos_out, sa, sb, -1, 1), (sin_out, sa, cb, 1, 1), (sin_out, sa, cb, -1, -1),
-                       (sin_out, ca, sb, 1, 1), (sin_out, ca, sb, -1, -1)]
-            for out, x_dim, y_dim, y_sign, weight in squares:
-                for j, knot in enumerate(knots):
-                    slope_change = knot_step if j == 0 else 2 * knot_step
-                    for side in (1.0, -1.0):  # ReLU(z - t) + ReLU(-z - t): the even hinge
-                        mlp.W_in[neuron, x_dim] = side
-                        mlp.W_in[neuron, y_dim] = side * y_sign
-                        mlp.b_in[neuron] = -knot
-                        mlp.W_out[out, neuron] = weight * slope_change / 4
-                        neuron += 1
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -248,8 +184,13 @@ def test_restricted_logits_of_an_ideal_wave_are_the_wave():
 
 def test_restricted_and_excluded_loss_of_the_hand_built_model(fourier_model, dataset):
     logits = analysis.grid_logits(fourier_model)
-    restricted, excluded = analysis.restricted_and_excluded_logits(logits, FREQS)
+    restricted, excluded = analysis.restricted_and_excluded_logits(logits, FREQS, "a+b-c")
     torch.testing.assert_close(restricted + excluded, logits.double(), atol=1e-9, rtol=0)
+    # the paper's split: restricted keeps the per-answer means, which the excluded logits keep too
+    restricted, excluded = analysis.restricted_and_excluded_logits(logits, FREQS)
+    means = logits.double().mean(dim=(0, 1), keepdim=True)
+    torch.testing.assert_close(restricted + excluded, logits.double() + means, atol=1e-9, rtol=0)
+    assert analysis.restricted_loss_abc(fourier_model, dataset, FREQS) < 1e-6
     full = analysis.grid_loss(logits.double(), dataset, "test")
     kept = analysis.restricted_loss(fourier_model, dataset, FREQS)
     removed = analysis.excluded_loss(fourier_model, dataset, FREQS)
@@ -331,14 +272,52 @@ def test_phase_boundaries_of_a_synthetic_run():
     phases = analysis.phase_boundaries({"epoch": epoch, "train_acc": train_acc, "test_acc": test_acc,
                                         "sum_sq_weights": weights})
     # clean-up ends once test accuracy is 1 and the weights are within 5% of their final 58
-    # (at 1300 they are still 61 > 60.9)
-    assert phases == {"memorisation_end": 300, "circuit_formation_end": 900, "cleanup_end": 1400}
+    # (at 1300 they are still 61 > 60.9); without excluded losses memorisation ends by the accuracy rule
+    assert phases == {"memorisation_end": 300, "circuit_formation_end": 900, "cleanup_end": 1400,
+                      "memorisation_end_acc": 300}
     never = analysis.phase_boundaries({"epoch": epoch, "train_acc": train_acc, "test_acc": 0 * test_acc,
                                        "sum_sq_weights": weights})
-    assert never == {"memorisation_end": 300, "circuit_formation_end": None, "cleanup_end": None}
+    assert never == {"memorisation_end": 300, "circuit_formation_end": None, "cleanup_end": None,
+                     "memorisation_end_acc": 300}
     stopped = analysis.phase_boundaries({"epoch": epoch[:15], "train_acc": train_acc[:15],
                                          "test_acc": test_acc[:15], "sum_sq_weights": weights[:15]})
     assert stopped["cleanup_end"] is None  # ends at 1400 while the weights are still falling: not seen
+
+
+def paper_like_run(excluded: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Snapshots shaped like the canonical run: train loss reaches its floor by 1400, the
+    excluded loss falls with it, bottoms out at 1400 and rises until the test accuracy jumps."""
+    epoch = np.array([0, 100, 300, 600, 1000, 1400, 1500, 2000, 3000, 5000, 9000, 9500, 12000])
+    out = {"epoch": epoch,
+           "train_loss": np.array([4.7, 1.0, 1e-2, 1e-4, 4e-6, 3.6e-7, 3.58e-7, 3.4e-7, 3.3e-7, 3.2e-7, 3e-7, 2e-7, 1e-7]),
+           "excluded_loss": np.array([4.7, 1.1, 2e-2, 4e-4, 2e-4, 6.6e-5, 6.7e-5, 1e-4, 3e-4, 2e-3, 1.0, 3.0, 8.0]),
+           "train_acc": np.array([0.01, 0.5] + [1.0] * 11), "test_acc": np.array([0.01] * 10 + [0.3, 0.6, 1.0]),
+           "sum_sq_weights": np.linspace(2000, 900, epoch.size)}
+    if excluded is not None:
+        out["excluded_loss"] = excluded
+    return out
+
+
+def test_memorisation_ends_where_the_paper_ends_it():
+    run = paper_like_run()
+    assert analysis.memorisation_end_paper(run) == 1400
+    assert analysis.memorisation_end_paper(run, until=9500) == 1400
+    phases = analysis.phase_boundaries(run)
+    assert phases["memorisation_end"] == 1400 and phases["memorisation_end_acc"] == 300  # not at 99% train accuracy
+    assert phases["circuit_formation_end"] == 9500
+    # one odd snapshot is not a turning point (running median of 3)
+    spiked = run["excluded_loss"].copy()
+    spiked[4] = 1e-5
+    assert analysis.memorisation_end_paper(paper_like_run(spiked)) == 1400
+    # an excluded loss that never turns upward: no paper boundary, the accuracy rule stands in
+    falling = np.geomspace(4.7, 1e-6, run["epoch"].size)
+    assert analysis.memorisation_end_paper(paper_like_run(falling)) is None
+    assert analysis.phase_boundaries(paper_like_run(falling))["memorisation_end"] == 300
+    # no excluded loss at all (no circuit): the same
+    assert analysis.memorisation_end_paper(paper_like_run(np.full(run["epoch"].size, np.nan))) is None
+    # a rise smaller than 1.5x is noise, not a turn
+    small = np.where(run["epoch"] > 1400, 6.6e-5 * 1.3, run["excluded_loss"])
+    assert analysis.memorisation_end_paper(paper_like_run(small)) is None
 
 
 def test_phases_from_metrics_records():
@@ -347,7 +326,7 @@ def test_phases_from_metrics_records():
     series = analysis.metrics_series(records)
     assert series["sum_sq_weights"][0] == 100.0
     assert analysis.phase_boundaries(series) == {"memorisation_end": 20, "circuit_formation_end": 60,
-                                                 "cleanup_end": 70}
+                                                 "cleanup_end": 70, "memorisation_end_acc": 20}
     assert analysis.metrics_series([{"epoch": 0, "train_acc": 1.0}]) is None
 
 
@@ -359,14 +338,24 @@ def test_torch_threads_is_restored():
 
 
 def test_other_operations():
+    # multiply has its (multiplicative) basis: restricted/excluded losses are defined, ours are not
     cfg = Config().replace(op="multiply", p=7, d_model=16, n_heads=2, d_mlp=20, frac=0.5)
     model = Transformer(cfg, seed=0).eval()
     ds = make_dataset("multiply", 7, 0.5, 0)
     values = analysis.measure(model, ds, [1])
+    assert math.isfinite(values["restricted_loss"]) and math.isfinite(values["excluded_loss"])
+    assert math.isnan(values["restricted_loss_abc"]) and math.isnan(values["excluded_loss_abc"])
+    # a task without group structure: no restricted loss, and no circuit claimed
+    cfg = cfg.replace(op="x2y2")
+    model, ds = Transformer(cfg, seed=0).eval(), make_dataset("x2y2", 7, 0.5, 0)
+    values = analysis.measure(model, ds, [1])
     assert math.isnan(values["restricted_loss"]) and math.isnan(values["excluded_loss"])
     assert math.isfinite(values["test_loss"])
-    with pytest.raises(ValueError, match="multiply"):
+    with pytest.raises(ValueError, match="group"):
         analysis.restricted_loss(model, ds, [1])
+    summary = analysis.analyze_model(model, ds)
+    assert summary["basis"]["kind"] == "none" and summary["circuit"] is False
+    assert summary["key_frequencies"]["used"] == [] and "no group structure" in summary["circuit_reason"]
 
 
 def test_any_p_and_width():
@@ -376,12 +365,16 @@ def test_any_p_and_width():
     ds = make_dataset("add", 12, 0.5, 0)
     assert analysis.embedding_fourier_norms(model).shape == (7,)
     assert analysis.neuron_frequencies(model).freq.shape == (37,)
-    keys = analysis.key_frequencies(model).freqs
-    values = analysis.measure(model, ds, keys)
-    assert all(np.isfinite(v) for v in values.values())
+    keys = analysis.key_frequencies(model)
+    assert keys.freqs == [] and not keys.circuit and keys.candidates  # an untrained model: no circuit
+    values = analysis.measure(model, ds, [6, 1])
+    assert all(np.isfinite(v) for k, v in values.items()), values
     logits = analysis.grid_logits(model)
-    restricted, excluded = analysis.restricted_and_excluded_logits(logits, [6, 1])  # 6: the Nyquist frequency
+    restricted, excluded = analysis.restricted_and_excluded_logits(logits, [6, 1], "a+b-c")  # 6: Nyquist
     torch.testing.assert_close(restricted + excluded, logits.double(), atol=1e-9, rtol=0)
+    restricted, excluded = analysis.restricted_and_excluded_logits(logits, [6, 1])  # the paper's
+    torch.testing.assert_close(restricted + excluded, logits.double() + logits.double().mean(dim=(0, 1)), atol=1e-9,
+                               rtol=0)
 
 
 # --- analyze() on a run directory ---------------------------------------------------------------------------------------
@@ -400,7 +393,7 @@ def test_analyze_run_directory(tmp_path, fourier_model):
             f.write(json.dumps({"epoch": epoch, "step": epoch, "train_loss": 3.0 / (1 + epoch), "test_loss": 3.0,
                                 "train_acc": train_acc, "test_acc": test_acc, "weight_norm": norm}) + "\n")
         f.write('{"epoch": 60, "trai')  # a torn last line, as a killed run leaves
-    result = analysis.analyze(run)
+    result = analysis.analyze(run, llc_settings=None)  # the LLC: test_llc.py
     out = run / "analysis"
     for name in ("fourier_spectra.png", "neuron_clusters.png", "logits_fourier.png", "attention.png",
                  "progress.png", "analysis.json"):
@@ -410,13 +403,15 @@ def test_analyze_run_directory(tmp_path, fourier_model):
     assert saved["key_frequencies"]["used"] == list(FREQS)
     assert saved["progress"]["epoch"] == [0, 50]
     assert saved["progress"]["restricted_loss"][1] < 1e-6
-    assert saved["phases_from"] == "metrics.jsonl"
+    assert saved["phases_from"] == "metrics.jsonl and snapshots"
     # clean-up's end needs a plateau seen over later epochs; the run stops at 50
-    assert saved["phases"] == {"memorisation_end": 25, "circuit_formation_end": 40, "cleanup_end": None}
+    assert saved["phases"] == {"memorisation_end": 25, "circuit_formation_end": 40, "cleanup_end": None,
+                               "memorisation_end_acc": 25}
+    assert saved["basis"]["kind"] == "additive" and saved["circuit"] is True and saved["llc"] is None
     assert saved["neurons"]["in_key_freqs"] == 1.0
     assert result["epoch"] == 50 and result["out_dir"] == str(out)
     # a single checkpoint: no progress measures; by default its figures go next to it
-    single = analysis.analyze(snapshot_path(run, 0), tmp_path / "single")
+    single = analysis.analyze(snapshot_path(run, 0), tmp_path / "single", llc_settings=None)
     assert single["progress"] is None and single["phases"] is None
     assert "progress.png" not in single["figures"] and (tmp_path / "single" / "analysis.json").exists()
     assert analysis.default_out_dir(snapshot_path(run, 50)) == run / "checkpoints" / "epoch_0000050_analysis"

@@ -1,0 +1,56 @@
+"""The thread policy: a fixed count stays fixed; the automatic one keeps the faster count,
+tries again on schedule and when epochs slow down, and the process's count is restored."""
+import torch
+
+from grokking.threads import ThreadPolicy, restored_threads
+
+
+def drive(policy, seconds_by_threads, epochs, start=0):
+    """Run ``epochs`` epochs whose wall time depends on the thread count set for each."""
+    used = []
+    for epoch in range(start, start + epochs):
+        policy.before_epoch(epoch)
+        used.append(torch.get_num_threads())
+        policy.after_epoch(seconds_by_threads[torch.get_num_threads()])
+    return used
+
+
+def test_a_fixed_count_is_used_for_every_epoch():
+    with restored_threads():
+        policy = ThreadPolicy(1, most=2)
+        assert not policy.automatic
+        assert drive(policy, {1: 0.06, 2: 0.04}, 10) == [1] * 10
+        assert policy.choices == []
+
+
+def test_the_automatic_policy_keeps_the_faster_count_and_follows_a_neighbour():
+    with restored_threads():
+        policy = ThreadPolicy(0, most=2, every=100, trial=3, slow=1.5, patience=5)
+        quiet = {1: 0.064, 2: 0.039}
+        used = drive(policy, quiet, 20)
+        assert used[:6] == [1, 2, 1, 2, 1, 2]  # interleaved trial epochs
+        assert used[6:] == [2] * 14 and policy.current == 2
+        assert policy.choices[-1]["ms"] == {"1": 64.0, "2": 39.0}
+        # A busy neighbour: two threads now take 135 ms, one thread 60 ms. After `patience` slow
+        # epochs the policy tries again and moves to one thread.
+        loaded = {1: 0.060, 2: 0.135}
+        used = drive(policy, loaded, 5 + 6 + 10, start=20)
+        assert used[:5] == [2] * 5 and used[5:11] == [1, 2, 1, 2, 1, 2] and used[11:] == [1] * 10
+        assert policy.current == 1 and len(policy.choices) == 2
+
+
+def test_the_automatic_policy_tries_again_on_schedule():
+    with restored_threads():
+        policy = ThreadPolicy(0, most=2, every=10, trial=1)
+        used = drive(policy, {1: 0.05, 2: 0.04}, 2 + 10 + 2)
+        assert used == [1, 2] + [2] * 10 + [1, 2]
+        assert [c["epoch"] for c in policy.choices] == [1, 13]
+
+
+def test_one_core_means_nothing_to_choose_and_the_count_is_restored():
+    before = torch.get_num_threads()
+    with restored_threads():
+        policy = ThreadPolicy(0, most=1)
+        assert not policy.automatic and drive(policy, {1: 0.05}, 3) == [1, 1, 1]
+        torch.set_num_threads(2)
+    assert torch.get_num_threads() == before
