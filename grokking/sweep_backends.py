@@ -272,7 +272,7 @@ def _check_ray(points: Sequence[RunPoint], options: BackendOptions) -> None:
     try:
         import ray  # noqa: F401 - an optional extra
     except ImportError:
-        raise ConfigError("backend", "ray needs the 'ray' extra: pip install 'grokking[ray]'") from None
+        raise ConfigError("backend", "ray needs the 'ray' extra: pip install 'grokking-lab[ray]'") from None
 
 
 def _run_ray(points: Sequence[RunPoint], on_done: OnDone, options: BackendOptions) -> None:
@@ -316,7 +316,7 @@ def _check_slurm(points: Sequence[RunPoint], options: BackendOptions) -> None:
         import submitit  # noqa: F401 - an optional extra
     except ImportError:
         raise ConfigError("backend", "slurm needs the 'slurm' extra (submitit): "
-                                     "pip install 'grokking[slurm]'") from None
+                                     "pip install 'grokking-lab[slurm]'") from None
     if not options.slurm.local and shutil.which("sbatch") is None:
         raise ConfigError("backend", "slurm: sbatch not found here; run the sweep on a Slurm login node "
                                      "(or add --slurm-local to run the jobs on this machine)")
