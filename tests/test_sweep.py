@@ -307,7 +307,7 @@ def test_slurm_backend_with_the_local_executor_gives_the_sequential_table(tiny_s
 def test_missing_engines_are_one_line_errors_naming_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     monkeypatch.setitem(sys.modules, "submitit", None)
-    for backend, extra in (("ray", "grokking[ray]"), ("slurm", "grokking[slurm]")):
+    for backend, extra in (("ray", "grokking-lab[ray]"), ("slurm", "grokking-lab[slurm]")):  # the distribution's name
         assert main(["sweep", "--out", str(tmp_path / backend), *GRID_FLAGS, *TINY_FLAGS, "--backend", backend]) == 2
         err = capsys.readouterr().err
         assert extra in err and err.count("\n") == 1
