@@ -180,7 +180,9 @@ def test_wandb_offline_when_asked_and_a_resume_continues_the_same_run(tmp_path, 
     resume(out, progress=False, epochs=30)
     run_id = (out / "wandb" / WANDB_ID_FILE).read_text().strip()
     first, second = logged_runs(out)
-    assert first.parent.name.endswith(run_id) and second.parent.name.endswith(run_id)  # one W&B run, resumed
+    # One W&B run, resumed: both folders carry its id (W&B adds "-1" to a folder made in the same second).
+    assert first.name == second.name == f"run-{run_id}.wandb"
+    assert run_id in first.parent.name and run_id in second.parent.name
     records = read_metrics(out)
     assert [row["_step"] for row in wandb_history(first)] == [0, 5, 10, 15, 20]
     # the resume continues from the epoch-20 checkpoint: its W&B part holds the evaluations after it
