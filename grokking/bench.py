@@ -2,8 +2,11 @@
 
 Per repetition, interleaved so that machine noise hits all three alike:
 
-1. the seed reference loop (``../shared/reference/seed_reference.py --epochs N``, which prints
-   its own seconds per epoch), run as-is in a subprocess;
+1. the seed notebook's loop, in a subprocess of its own, which prints its own seconds per
+   epoch: by default our transcription of it that ships with the package
+   (:mod:`grokking.seed_loop`, ``python -m grokking.seed_loop``, held equal to the shared
+   reference by its tests), or any script with the same command line (``--reference PATH``,
+   e.g. ``../shared/reference/seed_reference.py``), run as-is;
 2. our trainer's epoch (fast path, full batch) on the same configuration, in this process;
 3. the floor: the three matrix products of the model as written, on the training set
    (residual to MLP, MLP to residual, residual to logits), forward and backward. On CPU our
@@ -26,31 +29,46 @@ from typing import Any
 
 import torch
 
+from . import seed_loop
 from .config import Config
 from .data import make_dataset
 from .engine import resolve_device
-from .errors import InputError
+from .errors import GrokkingError, InputError
 from .train import Trainer
 
-REFERENCE_CANDIDATES = ("../shared/reference/seed_reference.py", "shared/reference/seed_reference.py")
+#: The seed loop that ships with the package: the default baseline.
+SEED_LOOP = Path(seed_loop.__file__).resolve()
 
 
 def find_reference(explicit: str | None = None) -> Path:
-    candidates = [Path(explicit)] if explicit else []
-    here = Path(__file__).resolve().parents[1]  # the repository root for an editable install
-    candidates += [here / c for c in REFERENCE_CANDIDATES] + [Path.cwd() / c for c in REFERENCE_CANDIDATES]
-    for path in candidates:
-        if path.is_file():
-            return path.resolve()
-    raise InputError("bench: seed_reference.py not found; pass --reference PATH")
+    """The seed-loop script to time: ``explicit`` (it must exist), else the packaged
+    :mod:`grokking.seed_loop`."""
+    if not explicit:
+        return SEED_LOOP
+    path = Path(explicit).expanduser()
+    if not path.is_file():
+        raise InputError(f"bench: --reference {explicit}: no such file")
+    return path.resolve()
+
+
+def reference_command(reference: Path) -> list[str]:
+    """How to run ``reference``: the packaged loop as a module (``-P``: this interpreter's
+    ``grokking``, never one in the working directory), any other script by its path."""
+    if reference == SEED_LOOP:
+        return [sys.executable, "-P", "-m", seed_loop.__name__]
+    return [sys.executable, str(reference)]
 
 
 def time_reference(reference: Path, cfg: Config, epochs: int, threads: int) -> float:
     """Seconds per epoch of the seed's own loop, as it reports them."""
-    cmd = [sys.executable, str(reference), "--epochs", str(epochs), "--log", str(10**9), "--p", str(cfg.p),
-           "--frac", str(cfg.frac), "--seed", str(cfg.seed), "--threads", str(threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return float(re.search(r"seconds_per_epoch\s+([0-9.eE+-]+)", out).group(1))
+    cmd = reference_command(reference) + ["--epochs", str(epochs), "--log", str(10**9), "--p", str(cfg.p),
+                                          "--frac", str(cfg.frac), "--seed", str(cfg.seed), "--threads", str(threads)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    found = re.search(r"seconds_per_epoch\s+([0-9.eE+-]+)", run.stdout)
+    if run.returncode != 0 or found is None:
+        last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+        raise GrokkingError(f"bench: the seed loop {reference} failed (exit status {run.returncode}): {last[:200]}")
+    return float(found.group(1))
 
 
 def time_ours(cfg: Config, epochs: int, warmup: int = 3) -> float:
@@ -121,6 +139,7 @@ def run_bench(cfg: Config, epochs: int, reps: int, reference: Path | None, threa
         "ms_per_epoch": {k: round(v, 2) for k, v in ms.items()},
         "ms_per_epoch_all_reps": {k: [round(x * 1000, 2) for x in v] for k, v in times.items() if v},
         "ours_over_floor": round(ms["ours"] / ms["floor"], 2),
+        "seed_loop": None if reference is None else ("grokking.seed_loop" if reference == SEED_LOOP else str(reference)),
         "cpu": _cpu_name(), "torch": torch.__version__,
     }
     if "seed_reference" in ms:
@@ -145,7 +164,7 @@ def format_result(r: dict[str, Any]) -> str:
     lines = [f"grokking bench: {r['config']} n_train={r['n_train']} on {r['device']}, {r['threads']} threads, "
              f"{r['reps']} interleaved reps ({r['cpu']}, torch {r['torch']})"]
     if "seed_reference" in ms:
-        lines.append(f"  seed reference loop   {ms['seed_reference']:9.2f} ms/epoch")
+        lines.append(f"  seed loop             {ms['seed_reference']:9.2f} ms/epoch  ({r['seed_loop']})")
     lines.append(f"  ours (fast path)      {ms['ours']:9.2f} ms/epoch")
     lines.append(f"  matmul floor          {ms['floor']:9.2f} ms/epoch")
     if "speedup_vs_seed_reference" in r:

@@ -12,12 +12,15 @@ The pieces:
 - :class:`Run`: one run's identity and bookkeeping (its config, directory, records, status).
 - :class:`Engine`: the loop. It owns the evaluation cadence, the metrics record, stop
   conditions, the non-finite check, snapshots, signals and the progress bar, and it is the
-  one writer of a run directory's files.
+  one writer of a run directory's files (holding each one's lock while it trains).
+- :func:`estimate_memory` / :func:`check_memory`: a run's peak memory from its config alone,
+  refused before anything is built when it exceeds what is available.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -44,7 +47,7 @@ from .evaluation import (  # noqa: F401 - re-exported: the engine's evaluation n
     weight_norm,
     weight_norms,
 )
-from .fast import keep_freed_memory, select_logits_fn
+from .fast import keep_freed_memory, select_logits_fn, unsupported_reason
 from .figures import plot_run
 from .methods import (
     GradFilter,
@@ -57,19 +60,23 @@ from .methods import (
 )
 from .model import StackedTransformer, Transformer
 from .report import write_report
-from .version import __version__
 from .rundir import (
     CONFIG,
     METRICS,
     SUMMARY,
+    RunDirError,
+    RunLock,
+    StorageError,
     atomic_write_json,
     first_at,
     last_path,
+    new_run_id,
+    os_error_text,
     prepare_run_dir,
     snapshot_epochs,
     snapshot_path,
 )
-
+from .version import __version__
 
 
 class TrainingFailed(GrokkingError, RuntimeError):
@@ -96,6 +103,206 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda was requested but torch.cuda.is_available() is False")
     return torch.device(name)
+
+
+# --- memory: estimated from the config, before anything is built ----------------------------------------
+GIB = 1024**3
+# The seed split shuffles a Python list of every pair (a tuple, its ints, the list slots, the
+# rows looked up): about this many bytes per pair while the dataset is built (measured, p = 500).
+_SEED_SPLIT_BYTES_PER_PAIR = 200
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak memory a group of runs needs beyond what the process holds before it is built, in
+    bytes, and its largest parts (``parts``: name -> bytes). ``path``: the training path it
+    assumes (``token tables``, ``fast`` or ``hooked``); ``device``: where the memory is."""
+
+    total: int
+    parts: dict[str, int]
+    path: str
+    device: str
+
+    def describe(self, n: int = 3) -> str:
+        top = sorted(self.parts.items(), key=lambda kv: -kv[1])[:n]
+        return ", ".join(f"{name} {_gb(size)}" for name, size in top)
+
+
+def _gb(n_bytes: float) -> str:
+    return f"{n_bytes / GIB:.2f} GB" if n_bytes < 10 * GIB else f"{n_bytes / GIB:.1f} GB"
+
+
+def _n_pairs(cfg: Config) -> tuple[int, int]:
+    """(every valid pair, training pairs) of the task, from the config alone."""
+    n = cfg.n_classes
+    n_all = n * (n - 1) if cfg.op == "divide" else n * n
+    return n_all, max(1, int(cfg.frac * n_all))
+
+
+def parameter_count(cfg: Config) -> int:
+    """Weights of one run's model (biases, LayerNorms and the embeddings included)."""
+    d, v, h, dh, m = cfg.d_model, cfg.d_vocab, cfg.n_heads, cfg.head_dim, cfg.d_mlp
+    ln = 2 * d if cfg.layernorm else 0
+    block = 4 * h * dh * d + 2 * d * m + m + d + 2 * ln
+    return 2 * d * v + 3 * d + cfg.n_layers * block + ln
+
+
+def _state_factor(cfg: Config) -> float:
+    """Float32 copies of the weights that live through training: the weights, their gradients,
+    the optimiser's state and the gradient filter's."""
+    optimizer = {"adamw": 2.0, "adam": 2.0, "orthoadamw": 2.0, "muon": 2.0,
+                 "sgd": 1.0 if cfg.momentum > 0 else 0.0}[cfg.optimizer]
+    grad_filter = {"none": 0.0, "ema": 1.0, "ma": float(cfg.grokfast_window)}[cfg.grokfast]
+    return 2.0 + optimizer + grad_filter
+
+
+def _training_path(cfg: Config, device: torch.device, stacked: bool) -> str:
+    if unsupported_reason(cfg) is not None or not cfg.fast:
+        return "hooked"
+    if device.type == "cpu" and not stacked and not cfg.layernorm:
+        return "token tables"
+    return "fast"
+
+
+def _activations(cfg: Config, path: str, rows: int, k: int, grad: bool) -> int:
+    """Peak bytes of one forward (and backward, with ``grad``) pass over ``rows`` examples of ``k``
+    runs: the activations autograd keeps, plus the float64 loss (a cast of the logits, its
+    log-softmax and, backwards, their gradients), which dominates when d_vocab is large."""
+    d, v, h, dh, m = cfg.d_model, cfg.d_vocab, cfg.n_heads, cfg.head_dim, cfg.d_mlp
+    b = rows * k
+    mlp = m * (2 if cfg.act == "gelu" else 1)
+    ln = 5 * d if cfg.layernorm else 0  # a LayerNorm keeps its centred input, scale and output
+    if path == "token tables":
+        tables = 4 * 2 * h * v * (m + v) + 4 * (m + v) * h * dh  # T_pre | T_logits and the W_z products
+        kept = 4 * b * mlp + 100 * b * h  # post-activation; pattern, weights and the lookup plan
+        loss = (24 if grad else 20) * b * v
+        backward = 8 * b * m + 8 * b * v if grad else 0  # the MLP's gradient pass
+        return (2 if grad else 1) * tables + kept + max(loss, backward)
+    if path == "fast":
+        c = h + h * dh
+        kept = 4 * b * (2 * c + 6 * h + h * dh + 3 * d + mlp + ln + m)
+        loss = (24 if grad else 20) * b * v
+        return kept + loss + (4 * b * m if grad else 0)
+    per_layer = 12 * b * (2 * d + 4 * h * dh + mlp + 2 * ln) + 72 * b * h
+    if grad:
+        # Measured: the saved activations of every layer, each a separate block of tens of MB, take
+        # the heap about half as much again as their size (2 to 8 layers, p 150 to 400).
+        return int(1.5 * (cfg.n_layers * per_layer + 12 * b * d + 28 * b * v + 24 * b))
+    return per_layer + 12 * b * d + 28 * b * v + 24 * b
+
+
+def estimate_memory(cfgs: Sequence[Config], device: torch.device | str | None = None,
+                    stacked: bool = False) -> MemoryEstimate:
+    """Peak memory to train ``cfgs`` as one program (one run; K stacked runs; or, with
+    ``stacked=False`` and K > 1, K runs stepped in turn), computed from the configs alone:
+    the weights with their gradients, optimiser and filter state; the data; the larger of the
+    full-batch (or minibatch) training step and one evaluation chunk (:data:`EVAL_CHUNK`
+    pairs), each for the path that will run (the token-table product, the dense fast path or
+    the hooked forward); and the building of the seed split. Checked against measured peak
+    RSS in ``tests/test_memory.py``."""
+    cfgs = list(cfgs)
+    cfg, k = cfgs[0], len(cfgs)
+    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    path = _training_path(cfg, device, stacked)
+    n_all, _ = _n_pairs(cfg)
+    n_train = max(_n_pairs(c)[1] for c in cfgs)
+    params = parameter_count(cfg)
+    state = sum(4 * params * _state_factor(c) for c in cfgs)
+    biggest = 4 * max(cfg.d_mlp * cfg.d_model, cfg.d_model * cfg.d_vocab, cfg.n_heads * cfg.head_dim * cfg.d_model)
+    if cfg.optimizer in ("orthoadamw", "muon"):
+        state += 4 * biggest  # the orthogonalisation's and Newton-Schulz's temporaries
+    build = 2 * 4 * params * k if stacked else 2 * biggest  # initial draws (stacked: the runs, then the stack)
+    data = 48 * n_all + 40 * n_train + k * (58 * n_all + 32 * n_train)
+    rows = n_train if cfg.batch_size == 0 or cfg.batch_size >= n_train or stacked else cfg.batch_size
+    group = k if stacked else 1
+    train_step = _activations(cfg, path, rows, group, grad=True)
+    chunk = min(max(1, EVAL_CHUNK // group), n_all)
+    evaluation = _activations(cfg, path, chunk, group, grad=False)
+    split = _SEED_SPLIT_BYTES_PER_PAIR * cfg.n_classes ** 2 if cfg.split == "seed" else 16 * n_all
+    kept = device.type == "cpu" and _keeps_freed_memory()
+    # With freed blocks kept in the heap (fast.keep_freed_memory) the training step's blocks and
+    # the evaluation chunk's, of other sizes, do not reuse each other's memory: both stay resident.
+    activations = train_step + evaluation if kept else max(train_step, evaluation)
+    steady = _RUNTIME_OVERHEAD + state + data + activations
+    parts = {"weights, gradients and optimiser state": int(state), "data": int(data),
+             f"training step ({rows} examples{f' x {group} runs' if group > 1 else ''})": int(train_step),
+             f"evaluation chunk ({chunk} pairs)": int(evaluation), "building the split": int(split),
+             "initial weights": int(build), "torch's own buffers": _RUNTIME_OVERHEAD}
+    return MemoryEstimate(int(max(steady, _RUNTIME_OVERHEAD + split + data, _RUNTIME_OVERHEAD + state + build)),
+                          parts, path, device.type)
+
+
+# Thread pools, kernels' scratch space and the allocator's first arenas (measured on CPU: 0.1 GB).
+_RUNTIME_OVERHEAD = 128 * 1024**2
+
+
+def _keeps_freed_memory() -> bool:
+    """Whether a CPU run here keeps freed memory in the heap (see fast.keep_freed_memory)."""
+    return sys.platform.startswith("linux") and not os.environ.get("GROKKING_KEEP_MALLOC")
+
+
+def available_memory(device: torch.device | str) -> int | None:
+    """Bytes this process may still allocate on ``device``: the GPU's free memory, or on the host
+    the smaller of MemAvailable (/proc/meminfo) and what a cgroup (v2 or v1) limit leaves; None
+    when nothing tells."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max" or v1's huge number: no limit
+            found.append(max(int(limit) - usage, 0))
+        break
+    return min(found) if found else None
+
+
+def check_memory(estimate: MemoryEstimate, max_memory_gb: float = 0.0, what: str = "this run",
+                 advice: str | None = None) -> None:
+    """Refuse (ConfigError, one line, exit status 2) a run whose estimated peak exceeds
+    ``max_memory_gb`` (0: the memory available now), with the estimate and what to change."""
+    limit = int(max_memory_gb * GIB) if max_memory_gb else available_memory(estimate.device)
+    if limit is None or estimate.total <= limit:
+        return
+    source = (f"--max-memory allows {_gb(limit)}" if max_memory_gb else
+              f"the GPU has {_gb(limit)} free" if estimate.device == "cuda" else f"this machine has {_gb(limit)} available")
+    raise ConfigError("max_memory", f"{what} needs about {_gb(estimate.total)} ({estimate.path} path: "
+                                    f"{estimate.describe()}) and {source}. {advice or _advice(estimate)} "
+                                    f"(or raise --max-memory if the estimate is too cautious)")
+
+
+def _advice(estimate: MemoryEstimate) -> str:
+    name = max(estimate.parts, key=lambda key: estimate.parts[key])
+    if name.startswith("training step"):
+        return "Lower p, or set --batch-size (minibatches), --d-mlp or --n-layers"
+    if name.startswith("evaluation"):
+        return "Lower p or d_mlp"
+    if name.startswith("weights"):
+        return "Lower d_model, d_mlp or n_layers (or use a gradient filter with a shorter window)"
+    if name.startswith("building"):
+        return "Use --split random (the seed split builds a Python list of every pair)"
+    return "Lower p or the model's size"
 
 
 # --- a group of runs trained by one program --------------------------------------------------------
@@ -289,6 +496,12 @@ class Run:
     error: str | None = None
     summary: dict[str, Any] | None = None
     metrics_file: IO[str] | None = None
+    run_id: str | None = None  # made when the run directory is created; kept by every resume
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What every checkpoint of the run carries to say whose it is."""
+        return {"run_id": self.run_id, "config_key": self.cfg.key()}
 
     @property
     def snapshot_at(self):
@@ -371,24 +584,36 @@ class Engine:
     """
 
     def __init__(self, runs: Sequence[Run], *, epoch: int = 0, progress: bool = True, raise_failures: bool = True,
-                 log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)):
+                 log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+                 stop: Callable[[], int] | None = None):
         self.runs, self.epoch, self.progress, self.raise_failures, self.log = list(runs), epoch, progress, raise_failures, log
+        # A stop request from outside the loop (a sweep's signal, caught before the loop installed
+        # its own handlers): the signal number, or 0. Checked where the loop checks its signals.
+        self.stop = stop
         self.groups: list[RunGroup] = list(dict.fromkeys(r.group for r in self.runs))
         self._t0 = time.perf_counter()
+        self._storage_error: str | None = None  # a file the runs could not write after they ended
 
     # --- the run directory: every file of it is written here -----------------------------------------
     def _start(self, run: Run, overwrite: bool) -> None:
+        """Create (or reopen) the run directory; nothing has trained yet, so a file-system error
+        here refuses the run (RunDirError, exit status 2)."""
         if run.out is None:
             return
         if not run.resumed:
             prepare_run_dir(run.out, overwrite)
-        atomic_write_json(run.out / CONFIG, {
-            "config": run.cfg.to_dict(), "config_key": run.cfg.key(), "grokking_version": __version__,
-            "torch": torch.__version__, "device": str(run.group.device), "training_path": run.training_path,
-            "fast_path_fallback_reason": run.group.fast_reason, "argv": sys.argv,
-            **({"batched": run.batch} if run.batch is not None else {}),
-        })
-        run.metrics_file = open(run.out / METRICS, "a")
+        if run.run_id is None:  # a new run, or one written before run ids
+            run.run_id = new_run_id()
+        try:
+            atomic_write_json(run.out / CONFIG, {
+                "config": run.cfg.to_dict(), "config_key": run.cfg.key(), "run_id": run.run_id,
+                "grokking_version": __version__, "torch": torch.__version__, "device": str(run.group.device),
+                "training_path": run.training_path, "fast_path_fallback_reason": run.group.fast_reason,
+                "argv": sys.argv, **({"batched": run.batch} if run.batch is not None else {}),
+            })
+            run.metrics_file = open(run.out / METRICS, "a")
+        except OSError as err:
+            raise RunDirError(f"out: cannot write the run directory: {os_error_text(err)}") from None
 
     def _meta(self, run: Run) -> dict[str, Any]:
         return {"config": run.cfg.to_dict(), "epoch": self.epoch, "step": run.step_count, "grokking_version": __version__}
@@ -399,9 +624,11 @@ class Engine:
         if not run.group.finite(run.slot):
             raise TrainingFailed(f"non-finite weights at epoch {self.epoch} (step {run.step_count}); {run.kept()}")
         if snapshot:
-            save_checkpoint(snapshot_path(run.out, self.epoch), run.group.weights(run.slot), self._meta(run))
+            save_checkpoint(snapshot_path(run.out, self.epoch), run.group.weights(run.slot), self._meta(run),
+                            run.identity)
         tensors, meta = run.group.state_tensors(run.slot)
-        save_checkpoint(last_path(run.out), tensors, {**self._meta(run), **meta, "seconds": self._seconds(run)})
+        save_checkpoint(last_path(run.out), tensors, {**self._meta(run), **meta, "seconds": self._seconds(run)},
+                        run.identity)
         run.last_saved_epoch = self.epoch
 
     def _seconds(self, run: Run) -> float:
@@ -425,7 +652,10 @@ class Engine:
         """Close the run: summary.json always; the curves and the report for a run that ended well."""
         run.status = status
         if run.metrics_file is not None:
-            run.metrics_file.close()
+            try:
+                run.metrics_file.close()
+            except OSError:  # its last record did not reach the disk: the error that said so is being handled
+                pass
             run.metrics_file = None
         for cb in run.callbacks:
             cb.close()
@@ -434,9 +664,18 @@ class Engine:
         run.summary = summarize(run.records, run.cfg, status, self._seconds(run), self.epoch, run.step_count, extra)
         if run.out is None:
             return
-        atomic_write_json(run.out / SUMMARY, run.summary)
+        try:
+            atomic_write_json(run.out / SUMMARY, run.summary)
+        except OSError as err:
+            # The run's state is in last.safetensors; without its summary it stays resumable.
+            self._storage_error = self._storage_error or (
+                f"{os_error_text(err)}; {run.kept()}; resume with: grokking train --resume {run.out}")
+            return
         if status in ("completed", "stopped_early"):
-            plot_run(run.out)
+            try:
+                plot_run(run.out)
+            except OSError as err:  # the run is saved; the figure is redrawn by `grokking plot`
+                self.log(f"{run.out}: curves.png not written ({os_error_text(err)}); retry: grokking plot {run.out}")
             if run.cfg.report:
                 try:
                     write_report(run.out)
@@ -448,7 +687,27 @@ class Engine:
         return [r for r in self.runs if r.status is None]
 
     def run(self, overwrite: bool = False) -> list[dict[str, Any]]:
-        """Train every run to its budget or stop condition; return the summaries, in order."""
+        """Train every run to its budget or stop condition; return the summaries, in order.
+
+        Each run directory's lock (:class:`~grokking.rundir.RunLock`) is held throughout: a second
+        writer is refused. A file-system error while training (a full disk, a lost permission)
+        ends every run still training as ``crashed``, with the error in its summary.json, and
+        raises :class:`~grokking.rundir.StorageError` (one line, exit status 1); the last good
+        checkpoints stay resumable."""
+        locks: list[RunLock] = []
+        try:
+            for run in self.runs:
+                if run.out is not None:
+                    locks.append(RunLock(run.out, "train").acquire())
+            summaries = self._run(overwrite)
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+        if self._storage_error is not None:
+            raise StorageError(self._storage_error)
+        return summaries
+
+    def _run(self, overwrite: bool) -> list[dict[str, Any]]:
         for run in self.runs:
             self._start(run, overwrite)
         bar = self._progress_bar()
@@ -470,8 +729,9 @@ class Engine:
                     skip = set()
                     if not self.active():
                         break
-                    if flag["signum"]:
-                        self._interrupt(flag["signum"])
+                    signum = flag["signum"] or (self.stop() if self.stop is not None else 0)
+                    if signum:
+                        self._interrupt(signum)
                     for group in self.groups:
                         group.train_epoch()
                     self.epoch += 1
@@ -479,10 +739,23 @@ class Engine:
             for run in self.active():
                 self._finish(run, "interrupted")
             raise
+        except OSError as err:
+            text = os_error_text(err)
+            live = self.active()
+            for run in live:
+                run.error = f"file-system error at epoch {self.epoch}: {text}"
+                self._finish(run, "crashed")
+            kept = "; ".join(f"{r.out}: {r.kept()}" for r in live if r.out is not None) or "nothing was saved"
+            resume = " ".join(str(r.out) for r in live if r.out is not None)
+            raise StorageError(f"{text} (at epoch {self.epoch}); {kept}; fix it, then resume with: "
+                               f"grokking train --resume {resume if len(live) == 1 else 'RUN'}") from None
         finally:
             if bar is not None:
                 bar.close()
+            error = sys.exc_info()[1]
             for run in self.active():  # an unexpected error: close what is open and say so
+                if error is not None and run.error is None:
+                    run.error = " ".join(f"{type(error).__name__}: {error}".splitlines())[:500]
                 self._finish(run, "crashed")
         return [run.summary for run in self.runs]
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Install grokking with its test dependencies and every optional extra (TensorBoard, W&B offline,
-# TransformerLens 3.x, Ray, submitit, devinterp) into .venv, install Debian's Chromium for the HTML report
-# test where we are root with apt-get, then run the test suite (pytest's addopts: not the slow
-# tests, and a line for every skipped test saying why). Extra arguments go to pytest (e.g. -m slow).
+# Install grokking with its test dependencies (pytest, nbclient and ipykernel for the notebooks, build)
+# and every optional extra (TensorBoard and W&B, TransformerLens 4.x, Ray, submitit) into .venv,
+# install Debian's Chromium for the HTML report test where we are root with apt-get, then run the
+# test suite (pytest's addopts: not the slow tests, and a line for every skipped test saying why).
+# Extra arguments go to pytest (e.g. -m slow: TransformerLens 3.x in a venv of its own, the wheel).
 # Exits with pytest's status: 0 all passed, 1 a test failed, 5 no test was collected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="test,monitor,interop,ray,slurm,llc"
+EXTRAS="test,monitor,interop,ray,slurm"
 ./scripts/setup.sh ".[$EXTRAS]"
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
@@ -16,11 +17,7 @@ fi
 . .venv/bin/activate
 # Every extra that pyproject.toml declares must be in EXTRAS, or its tests would skip unseen.
 EXTRAS="$EXTRAS" python - <<'PY'
-import os, sys
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    sys.exit(0)
+import os, sys, tomllib
 with open("pyproject.toml", "rb") as f:
     declared = set(tomllib.load(f)["project"].get("optional-dependencies", {}))
 missing = sorted(declared - set(os.environ["EXTRAS"].split(",")))
