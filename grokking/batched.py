@@ -33,14 +33,14 @@ from .engine import (  # noqa: F401 - re-exported: the batched API's names
     Engine,
     Run,
     RunData,
-    RunGroup,
     evaluate_runs,
     per_run_train_loss,
-    resolve_device,
 )
 from .fast import hooked_last_position_logits, last_position_logits
+from .memory import check_memory, estimate_memory, resolve_device
 from .model import SHAPE_FIELDS, StackedTransformer, check_shapes, stack_state_dicts  # noqa: F401
 from .rundir import atomic_write_json, check_out_dir
+from .rungroup import RunGroup  # noqa: F401 - re-exported
 from .train import train
 
 STRATEGIES = ("auto", "stacked", "separate", "loop")
@@ -121,6 +121,8 @@ class BatchedTrainer:
         self.device = resolve_device(cfgs[0].device)
         self.strategy = choose_strategy(strategy, self.device)
         self.progress, self.log = progress, log
+        check_memory(estimate_memory(cfgs, self.device, stacked=self.strategy == "stacked"),
+                     min((c.max_memory for c in cfgs if c.max_memory), default=0.0), f"this batch of {len(cfgs)} runs")
         datasets = [make_dataset(c.op, c.p, c.frac, c.seed, c.split).to(self.device) for c in cfgs]
         if self.strategy == "stacked":
             group = RunGroup(cfgs, datasets, self.device, stacked=True, log=log)
@@ -130,17 +132,19 @@ class BatchedTrainer:
         self.runs = [Run(cfg, out, group, slot, batch={"strategy": self.strategy, "n_runs": len(cfgs), "index": k})
                      for k, (cfg, out, (group, slot)) in enumerate(zip(cfgs, paths, placed))]
 
-    def run(self, overwrite: bool = False) -> list[dict[str, Any]]:
-        """Train every run to its budget or stop condition; return the summaries, in input order."""
-        engine = Engine(self.runs, progress=self.progress, raise_failures=False, log=self.log)
+    def run(self, overwrite: bool = False, stop: Callable[[], int] | None = None) -> list[dict[str, Any]]:
+        """Train every run to its budget or stop condition; return the summaries, in input order.
+        Every run directory's lock is held while they train (a second writer is refused)."""
+        engine = Engine(self.runs, progress=self.progress, raise_failures=False, log=self.log, stop=stop)
         return engine.run(overwrite=overwrite)
 
 
 def train_batched(cfgs: Sequence[Config], outs: Sequence[str | Path] | None, progress: bool = True, *,
-                  strategy: str = "auto", overwrite: bool = False) -> list[dict[str, Any]]:
+                  strategy: str = "auto", overwrite: bool = False,
+                  stop: Callable[[], int] | None = None) -> list[dict[str, Any]]:
     """Train the runs ``cfgs`` as one batch; run k's directory is ``outs[k]`` (nothing is
     written when ``outs`` is None). Returns the runs' summaries (summary.json), in order."""
-    return BatchedTrainer(cfgs, outs, strategy=strategy, progress=progress).run(overwrite=overwrite)
+    return BatchedTrainer(cfgs, outs, strategy=strategy, progress=progress).run(overwrite=overwrite, stop=stop)
 
 
 def benchmark_batched(k: int = 8, epochs: int = 20, repeats: int = 3, base: Config | None = None,

@@ -32,8 +32,8 @@ import torch
 from . import seed_loop
 from .config import Config
 from .data import make_dataset
-from .engine import resolve_device
 from .errors import GrokkingError, InputError
+from .memory import resolve_device
 from .train import Trainer
 
 #: The seed loop that ships with the package: the default baseline.

@@ -17,21 +17,35 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import bench as bench_module
 from .analysis import analyze
 from .batched import CPU_STRATEGY, STRATEGIES, train_grid
-from . import bench as bench_module
 from .bench import find_reference, format_result, run_bench
 from .checkpoint import load_model
 from .config import FIELDS, PRESETS, Config, field_type, from_dict, load_file, markdown_table, preset
 from .data import OPERATIONS
-from .engine import evaluate, resolve_device
+from .engine import evaluate
 from .errors import GrokkingError, InputError
 from .fast import select_logits_fn
 from .figures import plot_run
+from .memory import resolve_device
 from .report import MAX_POINTS, write_report
-from .rundir import RESULTS, check_out_dir, is_sweep_dir
+from .rundir import (
+    CONFIG,
+    METRICS,
+    RESULTS,
+    RunDirError,
+    StorageError,
+    check_out_dir,
+    check_writable_parent,
+    is_sweep_dir,
+    load_json,
+    os_error_text,
+    run_holder,
+)
 from .sweep import (
     BACKENDS,
+    BUSY,
     BackendOptions,
     SlurmOptions,
     SweepPlan,
@@ -45,7 +59,7 @@ from .sweep import (
     run_state,
     run_sweep,
 )
-from .train import BUDGET_FIELDS, Trainer
+from .train import RESUME_FIELDS, Trainer
 from .version import __version__
 
 
@@ -95,13 +109,13 @@ def default_out(cfg: Config) -> Path:
 # --- train, eval, plot, ops, config ----------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
-        given = [flag(n) for n in FIELDS if hasattr(args, n) and n not in BUDGET_FIELDS] + \
+        given = [flag(n) for n in FIELDS if hasattr(args, n) and n not in RESUME_FIELDS] + \
                 (["--config"] if args.config else []) + (["--preset"] if args.preset else []) + \
                 (["--overwrite"] if args.overwrite else [])
         if given:
             raise UsageError(f"grokking train: --resume takes its config from the run; drop {', '.join(given)} "
-                             f"(only {', '.join(flag(n) for n in BUDGET_FIELDS)} may change)")
-        budget = {n: getattr(args, n) for n in BUDGET_FIELDS if hasattr(args, n)}
+                             f"(only {', '.join(flag(n) for n in RESUME_FIELDS)} may change)")
+        budget = {n: getattr(args, n) for n in RESUME_FIELDS if hasattr(args, n)}
         trainer = Trainer.resume(args.resume, budget, progress=not args.quiet)
     else:
         if args.out is not None and not args.out.strip():
@@ -132,12 +146,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     path = Path(args.run)
     if is_sweep_dir(path):
-        print("\n".join(str(figure) for figure in plot_sweep(path)))
+        try:
+            print("\n".join(str(figure) for figure in plot_sweep(path)))
+        except OSError as err:
+            raise StorageError(f"plot: cannot write {os_error_text(err)}") from None
         return 0
-    if (path / "metrics.jsonl").exists():
+    if (path / METRICS).exists():
+        try:
+            load_json(path / CONFIG)  # missing, unreadable (and why) or damaged: said as such
+        except RunDirError as err:
+            raise UsageError(f"plot: cannot read the run in {path}: {err}") from None
         try:
             print(plot_run(path))
-        except (OSError, ValueError, KeyError, TypeError) as err:  # a damaged config.json or metrics.jsonl
+        except OSError as err:  # the figure could not be written (the run's files were read)
+            raise StorageError(f"plot: cannot write {os_error_text(err)}") from None
+        except (ValueError, KeyError, TypeError) as err:  # a config.json or metrics.jsonl without a needed field
             raise UsageError(f"plot: cannot read the run in {path} ({type(err).__name__})") from None
         return 0
     raise UsageError(f"plot: {path} is not a run or sweep directory (no metrics.jsonl or {RESULTS})")
@@ -159,7 +182,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 # --- analyze, report, bench ------------------------------------------------------------------------
 def cmd_analyze(args: argparse.Namespace) -> int:
-    result = analyze(args.path, args.out)
+    if args.out is not None:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"analyze: --out {out} exists and is not a directory")
+        check_writable_parent(out / "analysis.json", "analyze: --out")
+    try:
+        result = analyze(args.path, args.out)
+    except OSError as err:  # the analysis could not be written (its input was read: load_model says otherwise)
+        raise StorageError(f"analyze: cannot write {os_error_text(err)}") from None
     keys = result["key_frequencies"]
     brief = {name: {"freqs": keys[name]["freqs"], "explained": round(keys[name]["explained"], 4)}
              for name in ("embedding", "neuron_logit")}
@@ -171,7 +202,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     if args.max_points < 10:
         raise UsageError(f"report: --max-points must be >= 10; got {args.max_points}")
-    print(write_report(args.path, args.max_points, run_reports=args.runs))
+    try:
+        print(write_report(args.path, args.max_points, run_reports=args.runs))
+    except OSError as err:
+        raise StorageError(f"report: {os_error_text(err)}") from None
     return 0
 
 
@@ -248,7 +282,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                  address=args.address, slurm=slurm)
         check_backend(plan, args.backend, options, [p for p in plan.points if run_state(p.run_dir) != "done"])
         for point in plan.points:
-            print(f"{run_state(point.run_dir):9s} {point.run_dir}")
+            state = "running" if run_holder(point.run_dir) is not None else run_state(point.run_dir)
+            print(f"{state:9s} {point.run_dir}")
         return 0
     log = (lambda msg: None) if args.quiet else None
     rows = run_sweep(plan, args.backend, workers=args.workers, imports=imports, address=args.address, slurm=slurm,
@@ -257,10 +292,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for row in rows:
         counts[row["status"]] += 1
     if not args.no_sweep_report:
-        write_report(plan.out)
+        try:
+            write_report(plan.out)
+        except OSError as err:
+            raise StorageError(f"report: {os_error_text(err)}") from None
     print(json.dumps({"out": str(plan.out), "results": str(plan.out / RESULTS), "runs": len(rows),
                       "statuses": dict(counts)}, indent=2))
-    return 1 if counts.get("failed") else 0
+    held = [row for row in rows if row["status"] == BUSY]
+    if held:  # another process trains them: this sweep did not finish them
+        print(f"grokking: {len(held)} run(s) are being trained by another process ({held[0]['error']}); "
+              f"run the sweep again once they end", file=sys.stderr)
+    return 1 if counts.get("failed") or counts.get("crashed") or held else 0
 
 
 # --- the parser ----------------------------------------------------------------------------------------
@@ -397,14 +439,23 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).splitlines())
 
 
+def _failed(argv: Sequence[str] | None) -> str:
+    """How an exit-status-1 error is introduced: a run failed, or another command did."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    return "run failed" if any(w in ("train", "batch", "sweep") for w in words[:1]) else "failed"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except GrokkingError as err:
-        kind = "error" if err.exit_status == 2 else "run failed" if err.exit_status == 1 else None
+        kind = "error" if err.exit_status == 2 else _failed(argv) if err.exit_status == 1 else None
         print(f"grokking: {kind + ': ' if kind else ''}{one_line(err)}", file=sys.stderr)
         return err.exit_status
+    except OSError as err:  # a file-system error that no command turned into its own message
+        print(f"grokking: {_failed(argv)}: {one_line(os_error_text(err))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("grokking: interrupted", file=sys.stderr)
         return 130

@@ -104,6 +104,9 @@ class Config:
     tensorboard: bool = _f(False, "also write TensorBoard event files (needs the 'monitor' extra)", group="loop")
     wandb: bool = _f(False, "also log to Weights & Biases, offline mode (needs the 'monitor' extra)", group="loop")
     report: bool = _f(True, "write report.html at the end of the run", group="loop")
+    max_memory: float = _f(0.0, "memory in GB a run may use (its estimated peak is checked before it starts); "
+                           "0: what the machine has available (MemAvailable, a cgroup limit, or the GPU's free "
+                           "memory)", min=0.0, max=1e6, group="loop")
 
     # ------------------------------------------------------------------------------------
     @property
@@ -131,7 +134,7 @@ class Config:
 
 
 # Fields that choose where/how fast a run executes, not what it computes.
-RUNTIME_FIELDS = frozenset({"device", "fast", "compile", "tensorboard", "wandb", "report"})
+RUNTIME_FIELDS = frozenset({"device", "fast", "compile", "tensorboard", "wandb", "report", "max_memory"})
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(Config)}
 

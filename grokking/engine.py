@@ -4,15 +4,12 @@ The pieces:
 
 - :mod:`grokking.evaluation` (re-exported here): the runs' splits as ``[K, ...]`` tensors,
   per-run losses, and every run's figures from one pass over every pair.
-- :class:`RunGroup`: runs that one program trains: one :class:`~grokking.model.Transformer`
-  (K = 1) or one :class:`~grokking.model.StackedTransformer`. Every method of
-  :mod:`grokking.methods` (gradient filter, orthogonalised gradient, clipping, optimiser) is
-  written for one run's parameter list; a stacked group applies it to each run's parameters
-  as views into the stacked weights, so a run steps the same way alone or in a batch.
+- :class:`~grokking.rungroup.RunGroup` (re-exported here): runs that one program trains, one
+  model or one stack, stepped by the methods of :mod:`grokking.methods`.
 - :class:`Run`: one run's identity and bookkeeping (its config, directory, records, status).
 - :class:`Engine`: the loop. It owns the evaluation cadence, the metrics record, stop
   conditions, the non-finite check, snapshots, signals and the progress bar, and it is the
-  one writer of a run directory's files.
+  one writer of a run directory's files (holding each one's lock while it trains).
 """
 from __future__ import annotations
 
@@ -31,8 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import save_checkpoint
-from .config import Config, ConfigError
-from .data import Dataset
+from .config import Config
 from .errors import GrokkingError
 from .evaluation import (  # noqa: F401 - re-exported: the engine's evaluation names
     EVAL_CHUNK,
@@ -44,32 +40,27 @@ from .evaluation import (  # noqa: F401 - re-exported: the engine's evaluation n
     weight_norm,
     weight_norms,
 )
-from .fast import keep_freed_memory, select_logits_fn
 from .figures import plot_run
-from .methods import (
-    GradFilter,
-    build_optimizer,
-    clip_gradients,
-    loss_function,
-    orthogonalize_gradients,
-    set_learning_rate,
-    warmup_factor,
-)
-from .model import StackedTransformer, Transformer
+from .methods import warmup_factor
 from .report import write_report
-from .version import __version__
 from .rundir import (
     CONFIG,
     METRICS,
     SUMMARY,
+    RunDirError,
+    RunLock,
+    StorageError,
     atomic_write_json,
     first_at,
     last_path,
+    new_run_id,
+    os_error_text,
     prepare_run_dir,
     snapshot_epochs,
     snapshot_path,
 )
-
+from .rungroup import RunGroup  # noqa: F401 - re-exported
+from .version import __version__
 
 
 class TrainingFailed(GrokkingError, RuntimeError):
@@ -88,184 +79,6 @@ class TrainingInterrupted(GrokkingError, RuntimeError):
 class Callback(Protocol):
     def on_eval(self, record: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "cuda was requested but torch.cuda.is_available() is False")
-    return torch.device(name)
-
-
-# --- a group of runs trained by one program --------------------------------------------------------
-class RunGroup:
-    """Runs that one program trains: ``len(cfgs) == 1`` and ``stacked=False`` is one ordinary
-    model; ``stacked=True`` holds the runs as one :class:`StackedTransformer`. All runs of a
-    group take their optimiser steps together, so one step counter serves them all."""
-
-    def __init__(self, cfgs: Sequence[Config], datasets: Sequence[Dataset], device: torch.device, *,
-                 stacked: bool = False, log: Callable[[str], None] = print):
-        self.cfgs, self.device, self.stacked, self.log = list(cfgs), device, stacked, log
-        if device.type == "cpu":
-            keep_freed_memory()
-        cfg = self.cfgs[0]
-        models = [Transformer(c).to(device) for c in self.cfgs]
-        self.model: Transformer = StackedTransformer.from_models(models) if stacked else models[0]
-        self.model.train()
-        self.logits_fn, self.fast_reason = select_logits_fn(cfg)
-        self.loss_fn = loss_function(cfg)
-        self.datasets = list(datasets)
-        self.data = RunData.from_datasets(self.datasets)
-        self.step_count = 0
-        self.params = self._run_parameters()
-        # Fused Adam(W): one kernel per step (on CPU 0.14 ms against 0.6 for the default, canonical model).
-        self.optimizers = [build_optimizer(c, self._named(params), fused=True) for c, params in zip(self.cfgs, self.params)]
-        self.filters = [GradFilter(c, params) for c, params in zip(self.cfgs, self.params)]
-        # On the device: a host-side permutation copied to a GPU each epoch would synchronise.
-        self.batch_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-        self._set_train_split()
-        self._loss = self._compiled_loss() if cfg.compile and not stacked else self._eager_loss
-
-    @property
-    def fast(self) -> bool:
-        return self.fast_reason is None
-
-    def _run_parameters(self) -> list[list[torch.Tensor]]:
-        if isinstance(self.model, StackedTransformer):
-            return [self.model.run_parameters(k) for k in range(self.model.n_runs)]
-        return [[p for p in self.model.parameters() if p.requires_grad]]
-
-    def _named(self, params: Sequence[torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
-        return list(zip([n for n, _ in self.model.named_parameters()], params))
-
-    def _set_train_split(self) -> None:
-        train_tokens, self.train_labels = self.datasets[0].split("train")
-        self.train_a, self.train_b = train_tokens[:, 0].contiguous(), train_tokens[:, 1].contiguous()
-
-    # --- one step ------------------------------------------------------------------------------
-    def _eager_loss(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.stacked:
-            return per_run_train_loss(self.model, self.data, self.cfgs[0], self.logits_fn).sum()
-        return self.loss_fn(self.logits_fn(self.model, a, b), labels)
-
-    def _compiled_loss(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-        try:
-            compiled = torch.compile(self._eager_loss, dynamic=False)
-            # Compile now, at the training shape, so that a failure falls back before any step.
-            compiled(self.train_a, self.train_b, self.train_labels).backward()
-            self.model.zero_grad(set_to_none=True)
-            return compiled
-        except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
-            self.log(f"torch.compile unavailable here ({type(err).__name__}); training eagerly")
-            return self._eager_loss
-
-    def step(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> None:
-        """One optimiser step of every run of the group."""
-        self.model.zero_grad(set_to_none=True)
-        self._loss(a, b, labels).backward()
-        self.update()
-
-    def update(self) -> None:
-        """Step every run from the gradients now in its parameters: its gradient filter, ⊥Grad,
-        clipping and optimiser, at its warm-up's learning rate, each applied to that run alone."""
-        if self.stacked:  # the stacked gradients are new tensors: point each run's views at them
-            for k, params in enumerate(self.params):
-                for p, stacked in zip(params, self.model.parameters()):
-                    p.grad = stacked.grad[k]
-        for cfg, params, grad_filter, optimizer in zip(self.cfgs, self.params, self.filters, self.optimizers):
-            set_learning_rate(optimizer, warmup_factor(cfg, self.step_count))
-            if grad_filter.active:
-                grad_filter.apply()
-            if cfg.optimizer == "orthoadamw":
-                orthogonalize_gradients(params)
-            clip_gradients(params, cfg.grad_clip)
-            optimizer.step()
-        self.step_count += 1
-
-    def train_epoch(self) -> None:
-        cfg = self.cfgs[0]
-        n = len(self.train_labels)
-        if self.stacked or cfg.batch_size == 0 or cfg.batch_size >= n:
-            self.step(self.train_a, self.train_b, self.train_labels)
-            return
-        order = torch.randperm(n, generator=self.batch_generator, device=self.device)
-        for start in range(0, n, cfg.batch_size):
-            if cfg.max_steps and self.step_count >= cfg.max_steps:
-                return
-            idx = order[start : start + cfg.batch_size]
-            self.step(self.train_a[idx], self.train_b[idx], self.train_labels[idx])
-
-    # --- evaluation ------------------------------------------------------------------------------
-    def evaluate(self) -> list[tuple[dict[str, float], float]]:
-        """Per run of the group: its figures and its weight norm (one host synchronisation)."""
-        self.model.eval()
-        figures = evaluate_runs(self.model, self.data, self.cfgs[0], self.logits_fn)
-        self.model.train()
-        norms = weight_norms(self.params).to(torch.float64)
-        rows = torch.cat([figures, norms.unsqueeze(1)], 1).tolist()
-        return [(dict(zip(FIGURE_KEYS, row[:6])), row[6]) for row in rows]
-
-    def finite(self, slot: int) -> bool:
-        return math.isfinite(weight_norms([self.params[slot]])[0].item())
-
-    # --- state -------------------------------------------------------------------------------------
-    def state_tensors(self, slot: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Run ``slot``'s full state as a single-run checkpoint: any run resumes alone."""
-        model_state = self.model.run_state_dict(slot) if self.stacked else self.model.state_dict()
-        tensors = {f"model.{k}": v for k, v in model_state.items()}
-        opt_state = self.optimizers[slot].state_dict()
-        for idx, state in opt_state["state"].items():
-            for key, value in state.items():
-                tensors[f"optim.{idx}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-        tensors.update(self.filters[slot].state_tensors())
-        tensors["rng.batch"] = self.batch_generator.get_state()
-        tensors["split.train_idx"] = self.datasets[slot].train_idx
-        tensors["split.test_idx"] = self.datasets[slot].test_idx
-        return tensors, {"optim_groups": opt_state["param_groups"], "step": self.step_count}
-
-    def weights(self, slot: int) -> dict[str, torch.Tensor]:
-        state = self.model.run_state_dict(slot) if self.stacked else self.model.state_dict()
-        return {f"model.{k}": v for k, v in state.items()}
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], split: tuple | None) -> None:
-        """Continue a single-run group from a checkpoint's state."""
-        if split is not None:  # the stored split, in its order (the minibatch order indexes it)
-            dataset = self.datasets[0]
-            dataset.train_idx, dataset.test_idx = split[0].to(self.device), split[1].to(self.device)
-            self.data = RunData.from_datasets(self.datasets)
-            self._set_train_split()
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, idx, name = key.split(".", 2)
-                state.setdefault(int(idx), {})[name] = value
-        self.optimizers[0].load_state_dict({"state": state, "param_groups": meta["optim_groups"]})
-        self.filters[0].load_state_tensors(tensors, self.device)
-        self.batch_generator.set_state(tensors["rng.batch"])
-        self.step_count = int(meta["step"])
-
-    def drop(self, slots: Sequence[int]) -> None:
-        """Remove finished runs from a stacked group; the others continue with their state."""
-        keep = [k for k in range(len(self.cfgs)) if k not in set(slots)]
-        if not keep or not self.stacked:
-            return
-        old_optimizers, old_filters = [self.optimizers[k] for k in keep], [self.filters[k] for k in keep]
-        self.cfgs = [self.cfgs[k] for k in keep]
-        self.datasets = [self.datasets[k] for k in keep]
-        self.model = self.model.select(keep)
-        self.model.train()
-        self.data = RunData.from_datasets(self.datasets)
-        self.params = self._run_parameters()
-        self.optimizers = []
-        for cfg, params, old in zip(self.cfgs, self.params, old_optimizers):
-            optimizer = build_optimizer(cfg, self._named(params), fused=True)
-            optimizer.load_state_dict(old.state_dict())
-            self.optimizers.append(optimizer)
-        for grad_filter, params in zip(old_filters, self.params):
-            grad_filter.params = params
-        self.filters = old_filters
 
 
 # --- runs and the loop --------------------------------------------------------------------------------
@@ -289,6 +102,12 @@ class Run:
     error: str | None = None
     summary: dict[str, Any] | None = None
     metrics_file: IO[str] | None = None
+    run_id: str | None = None  # made when the run directory is created; kept by every resume
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What every checkpoint of the run carries to say whose it is."""
+        return {"run_id": self.run_id, "config_key": self.cfg.key()}
 
     @property
     def snapshot_at(self):
@@ -371,24 +190,36 @@ class Engine:
     """
 
     def __init__(self, runs: Sequence[Run], *, epoch: int = 0, progress: bool = True, raise_failures: bool = True,
-                 log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)):
+                 log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+                 stop: Callable[[], int] | None = None):
         self.runs, self.epoch, self.progress, self.raise_failures, self.log = list(runs), epoch, progress, raise_failures, log
+        # A stop request from outside the loop (a sweep's signal, caught before the loop installed
+        # its own handlers): the signal number, or 0. Checked where the loop checks its signals.
+        self.stop = stop
         self.groups: list[RunGroup] = list(dict.fromkeys(r.group for r in self.runs))
         self._t0 = time.perf_counter()
+        self._storage_error: str | None = None  # a file the runs could not write after they ended
 
     # --- the run directory: every file of it is written here -----------------------------------------
     def _start(self, run: Run, overwrite: bool) -> None:
+        """Create (or reopen) the run directory; nothing has trained yet, so a file-system error
+        here refuses the run (RunDirError, exit status 2)."""
         if run.out is None:
             return
         if not run.resumed:
             prepare_run_dir(run.out, overwrite)
-        atomic_write_json(run.out / CONFIG, {
-            "config": run.cfg.to_dict(), "config_key": run.cfg.key(), "grokking_version": __version__,
-            "torch": torch.__version__, "device": str(run.group.device), "training_path": run.training_path,
-            "fast_path_fallback_reason": run.group.fast_reason, "argv": sys.argv,
-            **({"batched": run.batch} if run.batch is not None else {}),
-        })
-        run.metrics_file = open(run.out / METRICS, "a")
+        if run.run_id is None:  # a new run, or one written before run ids
+            run.run_id = new_run_id()
+        try:
+            atomic_write_json(run.out / CONFIG, {
+                "config": run.cfg.to_dict(), "config_key": run.cfg.key(), "run_id": run.run_id,
+                "grokking_version": __version__, "torch": torch.__version__, "device": str(run.group.device),
+                "training_path": run.training_path, "fast_path_fallback_reason": run.group.fast_reason,
+                "argv": sys.argv, **({"batched": run.batch} if run.batch is not None else {}),
+            })
+            run.metrics_file = open(run.out / METRICS, "a")
+        except OSError as err:
+            raise RunDirError(f"out: cannot write the run directory: {os_error_text(err)}") from None
 
     def _meta(self, run: Run) -> dict[str, Any]:
         return {"config": run.cfg.to_dict(), "epoch": self.epoch, "step": run.step_count, "grokking_version": __version__}
@@ -399,9 +230,11 @@ class Engine:
         if not run.group.finite(run.slot):
             raise TrainingFailed(f"non-finite weights at epoch {self.epoch} (step {run.step_count}); {run.kept()}")
         if snapshot:
-            save_checkpoint(snapshot_path(run.out, self.epoch), run.group.weights(run.slot), self._meta(run))
+            save_checkpoint(snapshot_path(run.out, self.epoch), run.group.weights(run.slot), self._meta(run),
+                            run.identity)
         tensors, meta = run.group.state_tensors(run.slot)
-        save_checkpoint(last_path(run.out), tensors, {**self._meta(run), **meta, "seconds": self._seconds(run)})
+        save_checkpoint(last_path(run.out), tensors, {**self._meta(run), **meta, "seconds": self._seconds(run)},
+                        run.identity)
         run.last_saved_epoch = self.epoch
 
     def _seconds(self, run: Run) -> float:
@@ -425,7 +258,10 @@ class Engine:
         """Close the run: summary.json always; the curves and the report for a run that ended well."""
         run.status = status
         if run.metrics_file is not None:
-            run.metrics_file.close()
+            try:
+                run.metrics_file.close()
+            except OSError:  # its last record did not reach the disk: the error that said so is being handled
+                pass
             run.metrics_file = None
         for cb in run.callbacks:
             cb.close()
@@ -434,9 +270,18 @@ class Engine:
         run.summary = summarize(run.records, run.cfg, status, self._seconds(run), self.epoch, run.step_count, extra)
         if run.out is None:
             return
-        atomic_write_json(run.out / SUMMARY, run.summary)
+        try:
+            atomic_write_json(run.out / SUMMARY, run.summary)
+        except OSError as err:
+            # The run's state is in last.safetensors; without its summary it stays resumable.
+            self._storage_error = self._storage_error or (
+                f"{os_error_text(err)}; {run.kept()}; resume with: grokking train --resume {run.out}")
+            return
         if status in ("completed", "stopped_early"):
-            plot_run(run.out)
+            try:
+                plot_run(run.out)
+            except OSError as err:  # the run is saved; the figure is redrawn by `grokking plot`
+                self.log(f"{run.out}: curves.png not written ({os_error_text(err)}); retry: grokking plot {run.out}")
             if run.cfg.report:
                 try:
                     write_report(run.out)
@@ -448,7 +293,27 @@ class Engine:
         return [r for r in self.runs if r.status is None]
 
     def run(self, overwrite: bool = False) -> list[dict[str, Any]]:
-        """Train every run to its budget or stop condition; return the summaries, in order."""
+        """Train every run to its budget or stop condition; return the summaries, in order.
+
+        Each run directory's lock (:class:`~grokking.rundir.RunLock`) is held throughout: a second
+        writer is refused. A file-system error while training (a full disk, a lost permission)
+        ends every run still training as ``crashed``, with the error in its summary.json, and
+        raises :class:`~grokking.rundir.StorageError` (one line, exit status 1); the last good
+        checkpoints stay resumable."""
+        locks: list[RunLock] = []
+        try:
+            for run in self.runs:
+                if run.out is not None:
+                    locks.append(RunLock(run.out, "train").acquire())
+            summaries = self._run(overwrite)
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+        if self._storage_error is not None:
+            raise StorageError(self._storage_error)
+        return summaries
+
+    def _run(self, overwrite: bool) -> list[dict[str, Any]]:
         for run in self.runs:
             self._start(run, overwrite)
         bar = self._progress_bar()
@@ -470,8 +335,9 @@ class Engine:
                     skip = set()
                     if not self.active():
                         break
-                    if flag["signum"]:
-                        self._interrupt(flag["signum"])
+                    signum = flag["signum"] or (self.stop() if self.stop is not None else 0)
+                    if signum:
+                        self._interrupt(signum)
                     for group in self.groups:
                         group.train_epoch()
                     self.epoch += 1
@@ -479,10 +345,23 @@ class Engine:
             for run in self.active():
                 self._finish(run, "interrupted")
             raise
+        except OSError as err:
+            text = os_error_text(err)
+            live = self.active()
+            for run in live:
+                run.error = f"file-system error at epoch {self.epoch}: {text}"
+                self._finish(run, "crashed")
+            kept = "; ".join(f"{r.out}: {r.kept()}" for r in live if r.out is not None) or "nothing was saved"
+            resume = " ".join(str(r.out) for r in live if r.out is not None)
+            raise StorageError(f"{text} (at epoch {self.epoch}); {kept}; fix it, then resume with: "
+                               f"grokking train --resume {resume if len(live) == 1 else 'RUN'}") from None
         finally:
             if bar is not None:
                 bar.close()
+            error = sys.exc_info()[1]
             for run in self.active():  # an unexpected error: close what is open and say so
+                if error is not None and run.error is None:
+                    run.error = " ".join(f"{type(error).__name__}: {error}".splitlines())[:500]
                 self._finish(run, "crashed")
         return [run.summary for run in self.runs]
 

@@ -39,18 +39,40 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from . import restricted as _restricted
 from .data import Dataset, make_dataset
 from .fast import last_position_logits as _fast_logits  # the exact last-position forward: 3x less work
 from .fast import unsupported_reason as _fast_unsupported
-from . import restricted as _restricted
-from .groups import (ADDITIVE_OPS, APART, CIRCUIT_MIN_CONCENTRATION, NULL_DRAWS, Basis, KeyFrequencies,
-                     answer_group_index, basis_frequency, effective_columns, fourier_basis, key_components_of_norms,
-                     key_frequency_share, n_frequencies, null_share, select_key_frequencies, task_basis)
+from .groups import (
+    ADDITIVE_OPS,
+    APART,
+    CIRCUIT_MIN_CONCENTRATION,
+    NULL_DRAWS,
+    Basis,
+    KeyFrequencies,
+    answer_group_index,
+    basis_frequency,
+    effective_columns,
+    fourier_basis,
+    key_components_of_norms,
+    key_frequency_share,
+    n_frequencies,
+    null_share,
+    select_key_frequencies,
+    task_basis,
+)
 from .model import Transformer
-from .restricted import (SUBSPACES, grid_accuracy, grid_loss, grid_splits, group_rows, loss_and_accuracy,
-                         restricted_and_excluded_logits, task_split)
+from .restricted import (
+    SUBSPACES,
+    grid_accuracy,
+    grid_loss,
+    grid_splits,
+    group_rows,
+    loss_and_accuracy,
+    restricted_and_excluded_logits,
+    task_split,
+)
 
 NEURON_CLUSTER_THRESHOLD = 0.85  # fraction of a neuron's variance its component explains (see neuron_clusters)
 

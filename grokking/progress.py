@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import figures, llc, rundir
-from .checkpoint import load_model, load_snapshot_state
+from .checkpoint import load_model, load_snapshot_state, run_snapshots
 from .data import Dataset
 from .fourier import (CIRCUIT_MIN_CONCENTRATION, NEURON_CLUSTER_THRESHOLD, analysis_and_arrays, dataset_for,
                       grid_splits, key_frequencies, logits_fourier_norms, measure, torch_threads)
@@ -52,15 +52,18 @@ def _load_into(model: Transformer, state: dict[str, torch.Tensor], where: Any) -
                          f"(missing {sorted(set(missing) & params)[:3]}, unexpected {sorted(unexpected)[:3]})")
 
 
-def _points(source: str | Path | Sequence[tuple[int, Transformer]], dataset: Dataset | None):
+def _points(source: str | Path | Sequence[tuple[int, Transformer]], dataset: Dataset | None,
+            skipped: list[tuple[Path, str]] | None = None):
     """``(model, dataset, points, final_state)``: points are (epoch, a model, or weights to load
-    into ``model``: a snapshot path or a state_dict); the model holds the final weights."""
+    into ``model``: a snapshot path or a state_dict); the model holds the final weights. A run
+    directory's snapshots that another run wrote, or whose header is damaged, are left out
+    (:func:`~grokking.checkpoint.run_snapshots`: into ``skipped``, else a warning)."""
     final_state: dict[str, torch.Tensor] | None = None
     if isinstance(source, (str, Path)):
         final = load_model(source)
         model, dataset = final.model, dataset or final.dataset
         final_state = {k: v.clone() for k, v in model.state_dict().items()}
-        points: list[tuple[int, Any]] = list(rundir.snapshots(source))
+        points: list[tuple[int, Any]] = list(run_snapshots(source, skipped))
         final_epoch = int(final.meta.get("epoch") or 0)
         if not points or final_epoch > points[-1][0]:
             points.append((final_epoch, final_state))
@@ -85,7 +88,8 @@ def _each_snapshot(model: Transformer, points: list[tuple[int, Any]]):
 
 def progress_measures(source: str | Path | Sequence[tuple[int, Transformer]], key_freqs: Sequence[int] | None = None,
                       dataset: Dataset | None = None, restricted_split: str = "all", excluded_split: str = "train",
-                      subspace: str = "paper", num_threads: int | None = 1) -> dict[str, np.ndarray]:
+                      subspace: str = "paper", num_threads: int | None = 1,
+                      skipped: list[tuple[Path, str]] | None = None) -> dict[str, np.ndarray]:
     """Progress measures over a run, one value per weight snapshot (see :func:`grokking.fourier.measure`).
 
     ``source`` is a run directory (its ``checkpoints/epoch_*.safetensors`` snapshots, plus
@@ -94,10 +98,11 @@ def progress_measures(source: str | Path | Sequence[tuple[int, Transformer]], ke
     paper (every snapshot is measured against the algorithm the run ends up with; none, and NaN
     restricted/excluded losses, if the final model has no circuit). Returns ``{name: array}``
     for :data:`SERIES_KEYS`, plus ``"key_freqs"`` (an int array, not a series).
-    ``num_threads``: see :func:`grokking.fourier.torch_threads`.
+    ``num_threads``: see :func:`grokking.fourier.torch_threads`. Snapshots that belong to another
+    run or are damaged are left out and named in ``skipped`` (else in a warning).
     """
     with torch_threads(num_threads):
-        model, dataset, points, final_state = _points(source, dataset)
+        model, dataset, points, final_state = _points(source, dataset, skipped)
         if key_freqs is None:  # the model holds the final weights here
             key_freqs = key_frequencies(model, "neuron_logit").freqs
         series: dict[str, list[float]] = {key: [] for key in SERIES_KEYS}
@@ -133,13 +138,13 @@ def llc_snapshot_epochs(epochs: Sequence[int], max_points: int | None = None) ->
 
 def llc_series(source: str | Path | Sequence[tuple[int, Transformer]], dataset: Dataset | None = None,
                settings: llc.LLCSettings = llc.DEFAULT_SETTINGS, max_snapshots: int | None = None,
-               num_threads: int | None = 1) -> dict[str, Any]:
+               num_threads: int | None = 1, skipped: list[tuple[Path, str]] | None = None) -> dict[str, Any]:
     """The local learning coefficient at the run's snapshots (:func:`grokking.llc.estimate_llc`,
     the same settings and seed at each; at most ``max_snapshots`` of them, see
     :func:`llc_snapshot_epochs`): ``{"epoch", "llc", "llc_std", "init_loss"}`` arrays and the
     ``settings``. Raises ImportError without devinterp (:func:`grokking.llc.unavailable_reason`)."""
     with torch_threads(num_threads):
-        model, dataset, points, final_state = _points(source, dataset)
+        model, dataset, points, final_state = _points(source, dataset, skipped)
         keep = set(llc_snapshot_epochs([epoch for epoch, _ in points], max_snapshots))
         points = [(epoch, item) for epoch, item in points if epoch in keep]
         rows = [(epoch, llc.estimate_llc(current, dataset, settings)) for epoch, current in _each_snapshot(model, points)]
@@ -353,8 +358,10 @@ def _analyze(path: Path, out_dir: str | Path | None, neuron_threshold: float, ll
     result["progress"] = result["phases"] = result["phases_from"] = result["llc"] = None
     result["llc_note"] = None
     memorisation_rule = "no progress measures"
-    if path.is_dir() and len(rundir.snapshots(path)) >= 2:
-        measures = progress_measures(path, key_freqs=used, dataset=dataset, num_threads=None)
+    skipped: list[tuple[Path, str]] = []
+    result["snapshots_skipped"] = []
+    if path.is_dir() and len(run_snapshots(path, skipped)) >= 2:
+        measures = progress_measures(path, key_freqs=used, dataset=dataset, num_threads=None, skipped=[])
         metrics = rundir.read_metrics(path)
         dense = metrics_series(metrics)
         phases = phase_boundaries(measures, dense)
@@ -369,7 +376,7 @@ def _analyze(path: Path, out_dir: str | Path | None, neuron_threshold: float, ll
         if llc_settings is not None:
             result["llc_note"] = llc.unavailable_reason()
             if result["llc_note"] is None:
-                series = llc_series(path, dataset, llc_settings, llc_snapshots, num_threads=None)
+                series = llc_series(path, dataset, llc_settings, llc_snapshots, num_threads=None, skipped=[])
                 result["llc"] = series
         cfg = loaded.cfg
         keys = ", ".join(result["key_frequencies"]["used_labels"]) or "none (no circuit)"
@@ -392,6 +399,9 @@ def _analyze(path: Path, out_dir: str | Path | None, neuron_threshold: float, ll
         "excluded_loss_abc": "ours (add/subtract only): those directions removed, train pairs",
         "phases": phase_rules(memorisation_rule),
     }
+    for skipped_path, reason in skipped:
+        result["snapshots_skipped"].append({"path": str(skipped_path), "reason": reason})
+        log(f"{skipped_path}: left out of the progress measures ({reason})")
     if result["llc_note"]:
         log(result["llc_note"])
     result["figures"] = [f.name for f in written]

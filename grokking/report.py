@@ -35,8 +35,8 @@ import numpy as np
 from .version import __version__
 from .config import FIELDS, Config
 from .errors import InputError
-from .rundir import (CONFIG, METRICS, RESULTS, SUMMARY, atomic_write_text, first_at, is_run_dir, is_sweep_dir,
-                     read_json, read_metrics)
+from .rundir import (CONFIG, METRICS, RESULTS, SUMMARY, RunDirError, atomic_write_text, first_at, is_run_dir,
+                     is_sweep_dir, load_json, read_json, read_metrics, run_holder)
 
 REPORT_NAME = "report.html"
 MAX_POINTS = 2000  # metrics points per chart; longer runs are downsampled (spikes kept)
@@ -203,9 +203,14 @@ def _summary_is_stale(summary: dict[str, Any] | None, records: list[dict[str, An
     return bool(records) and isinstance(epoch, (int, float)) and records[-1]["epoch"] > epoch
 
 
-def _summary_section(summary: dict[str, Any] | None, records: list[dict[str, Any]]) -> str:
+def _summary_section(summary: dict[str, Any] | None, records: list[dict[str, Any]], holder: str | None) -> str:
+    if holder:
+        held = (f"<p class='note'>The run is being written now, by {_esc(holder)}: this page shows it up to "
+                f"epoch {_esc(records[-1]['epoch'] if records else 0)}.</p>")
+    else:
+        held = ""
     if not summary:
-        return "<p class='note'>No summary.json yet: the run is in progress or was killed before it wrote one.</p>"
+        return held or "<p class='note'>No summary.json yet: the run was killed before it wrote one.</p>"
     note = ""
     if _summary_is_stale(summary, records):
         note = (f"<p class='note'>summary.json was written at epoch {_esc(summary['final']['epoch'])}; "
@@ -214,13 +219,13 @@ def _summary_section(summary: dict[str, Any] | None, records: list[dict[str, Any
     rows = [(key, _esc(fmt(value, key))) for key, value in summary.items() if key != "final"]
     final = summary.get("final") or {}
     final_rows = [(key, _esc(fmt(value, key))) for key, value in final.items()]
-    return (note + "<div class='two-col'><div><h3>Run</h3>" + _key_value_table(rows) + "</div><div><h3>Final evaluation</h3>"
+    return (held + note + "<div class='two-col'><div><h3>Run</h3>" + _key_value_table(rows) + "</div><div><h3>Final evaluation</h3>"
             + _key_value_table(final_rows) + "</div></div>")
 
 
-def _config_section(config_file: dict[str, Any] | None) -> str:
+def _config_section(config_file: dict[str, Any] | None, problem: str | None) -> str:
     if not config_file:
-        return "<p class='note'>No config.json.</p>"
+        return f"<p class='note'>{_esc(problem or 'No config.json.')}</p>"
     cfg = config_file.get("config", {})
     defaults = Config().to_dict()
     groups: dict[str, list[str]] = {}
@@ -314,7 +319,13 @@ def _chart_data(records: list[dict[str, Any]], markers: list[dict[str, Any]], ma
 
 
 def render_run_report(run_dir: Path, max_points: int = MAX_POINTS) -> str:
-    config_file, summary = read_json(run_dir / CONFIG), read_json(run_dir / SUMMARY)
+    summary, config_problem = read_json(run_dir / SUMMARY), None
+    try:
+        config_file: dict[str, Any] | None = load_json(run_dir / CONFIG)
+    except RunDirError as err:  # say which: missing, unreadable (and why), torn or not an object
+        config_file = None
+        config_problem = "No config.json." if not (run_dir / CONFIG).exists() else str(err)
+    holder = run_holder(run_dir)
     records = read_metrics(run_dir)
     train99 = first_at(records, "train_acc", ACC_THRESHOLD)
     test99 = first_at(records, "test_acc", ACC_THRESHOLD)
@@ -348,8 +359,8 @@ def render_run_report(run_dir: Path, max_points: int = MAX_POINTS) -> str:
     sections = [
         ("Overview", _headline(summary or {}, records, train99, test99)),
         ("Curves", charts_html),
-        ("Summary", _summary_section(summary, records)),
-        ("Config", _config_section(config_file)),
+        ("Summary", _summary_section(summary, records, str(holder) if holder else None)),
+        ("Config", _config_section(config_file, config_problem)),
         ("Analysis", analysis_html),
     ]
     return _page(f"{task}", run_dir, sections, data)

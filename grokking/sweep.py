@@ -33,6 +33,7 @@ figures). This module runs a plan (:func:`run_sweep`) and holds every public nam
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 from collections.abc import Callable, Sequence
@@ -41,7 +42,7 @@ from typing import Any
 
 from .config import ConfigError
 from .figures import format_value, swept_fields
-from .rundir import atomic_write_json
+from .rundir import RESULTS, RunDirError, StorageError, atomic_write_json, lock_note, os_error_text
 from .sweep_backends import (
     BACKENDS,
     Backend,
@@ -142,49 +143,74 @@ def run_sweep(plan: SweepPlan, backend: str = "sequential", *, workers: int | No
         if Path(point.run_dir).exists() and not Path(point.run_dir).is_dir():
             raise ConfigError("out", f"{point.run_dir} exists and is not a directory")
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"out: cannot create the sweep directory: {os_error_text(err)}") from None
     lock = out / ".sweep.lock"
-    with exclusive(lock) as mine:
+    with contextlib.ExitStack() as stack:
+        try:
+            mine = stack.enter_context(exclusive(lock, "sweep"))
+        except OSError as err:
+            raise RunDirError(f"out: cannot lock {out}: {os_error_text(err)}") from None
         if not mine:
-            holder = lock_holder(lock)
+            holder = lock_note(lock)
             raise ConfigError("out", f"{out} is in use by another grokking sweep"
-                                     + (f" (process {holder}, holding {lock})" if holder else f" (it holds {lock})"))
+                                     + (f" ({holder}, holding {lock})" if holder and holder.pid else f" (it holds {lock})"))
+        return _run_locked(plan, backend, pending, options, plot, heatmap_fields, log)
+
+
+def _run_locked(plan: SweepPlan, backend: str, pending: list[RunPoint], options: BackendOptions, plot: bool,
+                heatmap_fields: Sequence[str] | None, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    out = plan.out
+    try:
         _write_manifest(plan, backend)
         rows = {p.run_dir: results_row(p, out) for p in plan.points}  # keyed by run directory: unique
         write_results(out, list(rows.values()))
-        done_before = len(plan.points) - len(pending)
-        log(f"sweep {out}: {len(plan.points)} runs, {done_before} finished before, {len(pending)} to train "
-            f"({backend})" + (f"; {plan.duplicates} duplicate points dropped" if plan.duplicates else ""))
-        counter = itertools.count(1)
+    except OSError as err:  # nothing has trained: the sweep directory cannot be used
+        raise RunDirError(f"out: cannot write the sweep directory: {os_error_text(err)}") from None
+    done_before = len(plan.points) - len(pending)
+    log(f"sweep {out}: {len(plan.points)} runs, {done_before} finished before, {len(pending)} to train "
+        f"({backend})" + (f"; {plan.duplicates} duplicate points dropped" if plan.duplicates else ""))
+    counter = itertools.count(1)
 
-        def on_done(point: RunPoint, outcome: dict[str, Any]) -> None:
-            rows[point.run_dir] = results_row(point, out, outcome)
-            write_results(out, list(rows.values()))
-            log(progress_line(next(counter), len(pending), rows[point.run_dir], outcome))
-
+    def on_done(point: RunPoint, outcome: dict[str, Any]) -> None:
+        rows[point.run_dir] = results_row(point, out, outcome)
+        log(progress_line(next(counter), len(pending), rows[point.run_dir], outcome))
+        if outcome.get("storage"):  # a full disk fails every run after it: stop here
+            raise StorageError(f"{point.name}: {outcome['error']}; the sweep stopped (run it again to continue)")
         try:
-            if pending:
-                BACKENDS[backend].run(pending, on_done, options)
-        finally:  # also on Ctrl-C: the table says where every run stands
-            rows = {p.run_dir: results_row(p, out, _known_outcome(rows[p.run_dir])) for p in plan.points}
             write_results(out, list(rows.values()))
-        if plot:
-            try:
-                figures = plot_sweep(out, heatmap_fields=heatmap_fields)
-                log("figures: " + ", ".join(str(f) for f in figures))
-            except Exception as err:  # noqa: BLE001 - the table is written; a figure bug must not lose it
-                log(f"sweep figures not written ({type(err).__name__}: {err})")
-        try:  # the grouped summary (over seeds) of every sweep: summary.csv, summary.md and summary.png
-            written = write_summary(out, figure=plot)
-            log("summary: " + ", ".join(str(f) for f in written))
-        except Exception as err:  # noqa: BLE001 - as for the figures: the table is already written
-            log(f"sweep summary not written ({type(err).__name__}: {err})")
+        except OSError as err:
+            raise StorageError(f"{os_error_text(err)}; the sweep stopped (run it again to continue)") from None
+
+    try:
+        if pending:
+            BACKENDS[backend].run(pending, on_done, options)
+    finally:  # also on Ctrl-C: the table says where every run stands
+        rows = {p.run_dir: results_row(p, out, _known_outcome(rows[p.run_dir])) for p in plan.points}
+        try:
+            write_results(out, list(rows.values()))
+        except OSError as err:  # reported, without hiding why the sweep ended
+            log(f"{out / RESULTS} not written ({os_error_text(err)})")
+    if plot:
+        try:
+            figures = plot_sweep(out, heatmap_fields=heatmap_fields)
+            log("figures: " + ", ".join(str(f) for f in figures))
+        except Exception as err:  # noqa: BLE001 - the table is written; a figure bug must not lose it
+            log(f"sweep figures not written ({type(err).__name__}: {err})")
+    try:  # the grouped summary (over seeds) of every sweep: summary.csv, summary.md and summary.png
+        written = write_summary(out, figure=plot)
+        log("summary: " + ", ".join(str(f) for f in written))
+    except Exception as err:  # noqa: BLE001 - as for the figures: the table is already written
+        log(f"sweep summary not written ({type(err).__name__}: {err})")
     return list(rows.values())
 
 
 def _known_outcome(row: dict[str, Any]) -> dict[str, Any] | None:
-    """Keep what only this invocation knows (a crash, a busy run) when the table is rebuilt."""
-    return {"status": row["status"], "error": row["error"]} if row["status"] in ("failed", BUSY) else None
+    """Keep what only this invocation knows (a crash) when the table is rebuilt; whether a run is
+    held by another process is asked of its lock again."""
+    return {"status": row["status"], "error": row["error"]} if row["status"] in ("failed", "crashed") else None
 
 
 def _write_manifest(plan: SweepPlan, backend: str) -> None:

@@ -26,8 +26,8 @@ from .figures import (
     swept_fields,
     task_label,
 )
-from .rundir import RESULTS, SUMMARY, atomic_write_text, first_at, read_json, read_metrics
-from .sweep_plan import BUSY, PENDING, RunPoint
+from .rundir import RESULTS, SUMMARY, atomic_write_text, first_at, read_json, read_metrics, run_holder
+from .sweep_plan import BUSY, FINISHED_STATUSES, PENDING, RunPoint, run_state
 
 # results.csv: these columns, then every Config field.
 SUMMARY_COLUMNS = (
@@ -47,12 +47,18 @@ def results_row(point: RunPoint, out: Path, outcome: dict[str, Any] | None = Non
     invocation, which knows about crashes the directory cannot show)."""
     run_dir = Path(point.run_dir)
     summary = read_json(run_dir / SUMMARY) or {}
-    records = read_metrics(run_dir) if summary else []
+    records = read_metrics(run_dir, []) if summary else []
     final = summary.get("final") or {}
     status = summary.get("status", PENDING)
     error = summary.get("error")
-    if outcome is not None and outcome.get("status") in ("failed", BUSY) and outcome.get("error"):
+    if status == PENDING and run_state(run_dir) == "resumable":  # killed before it wrote summary.json
+        status = "interrupted"
+    if outcome is not None and outcome.get("status") in ("failed", "crashed") and outcome.get("error"):
         status, error = outcome["status"], outcome["error"]
+    if status not in FINISHED_STATUSES:  # whether someone trains it now, the lock tells (not an old row)
+        holder = run_holder(run_dir)
+        if holder is not None:
+            status, error = BUSY, f"{holder} is training it"
     try:
         run_dir_shown = str(run_dir.relative_to(out))
     except ValueError:
@@ -138,7 +144,7 @@ def progress_line(index: int, total: int, row: dict[str, Any], outcome: dict[str
     figures = (f"test acc {row['final_test_acc']:.3f}" if row["final_test_acc"] is not None else "no evaluation")
     when = f", 99% test at step {grokked}" if grokked is not None else ""
     seconds = f", {row['seconds']:.1f} s" if row["seconds"] is not None else ""
-    error = f": {row['error']}" if row["status"] in ("failed", BUSY) and row["error"] else ""
+    error = f": {row['error']}" if row["status"] in ("failed", "crashed", BUSY) and row["error"] else ""
     action = outcome.get("action")
     return f"[{index}/{total}] {row['name']}: {row['status']} ({action}; {figures}{when}{seconds}){error}"
 

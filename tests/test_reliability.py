@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_config
-from grokking.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, snapshots
+
+from grokking.checkpoint import atomic_write_bytes, load_checkpoint, snapshots
 from grokking.cli import main
 from grokking.config import ConfigError
-from grokking.train import RunDirError, Trainer, TrainingFailed, read_metrics, resume, train
+from grokking.train import Trainer, TrainingFailed, read_metrics, resume, train
 
 REPO = Path(__file__).resolve().parents[1]
 

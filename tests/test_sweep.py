@@ -378,7 +378,7 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path):
 
 # --- failures, validation, sweep files ----------------------------------------------------------------------
 def test_failed_and_crashed_runs_are_rows_and_only_crashes_are_retried(tmp_path, monkeypatch, capsys):
-    import grokking.engine as engine_module  # every run's evaluation goes through engine.evaluate_runs
+    import grokking.rungroup as engine_module  # every run's evaluation goes through rungroup.evaluate_runs
 
     real_evaluate = engine_module.evaluate_runs
 
