@@ -104,6 +104,10 @@ class Config:
     tensorboard: bool = _f(False, "also write TensorBoard event files (needs the 'monitor' extra)", group="loop")
     wandb: bool = _f(False, "also log to Weights & Biases, offline mode (needs the 'monitor' extra)", group="loop")
     report: bool = _f(True, "write report.html at the end of the run", group="loop")
+    threads: int = _f(0, "torch threads on CPU: N fixes the count (a resumed run is then bit-exact); 0: choose "
+                      "between 1 and the process's count by timing training epochs, and again every "
+                      "few thousand epochs or when epochs slow down (a busy neighbour)", min=0, max=4096,
+                      group="loop")
     max_memory: float = _f(0.0, "memory in GB a run may use (its estimated peak is checked before it starts); "
                            "0: what the machine has available (MemAvailable, a cgroup limit, or the GPU's free "
                            "memory)", min=0.0, max=1e6, group="loop")
@@ -134,7 +138,7 @@ class Config:
 
 
 # Fields that choose where/how fast a run executes, not what it computes.
-RUNTIME_FIELDS = frozenset({"device", "fast", "compile", "tensorboard", "wandb", "report", "max_memory"})
+RUNTIME_FIELDS = frozenset({"device", "fast", "compile", "tensorboard", "wandb", "report", "threads", "max_memory"})
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(Config)}
 

@@ -60,6 +60,7 @@ from .rundir import (
     snapshot_path,
 )
 from .rungroup import RunGroup  # noqa: F401 - re-exported
+from .threads import ThreadPolicy, restored_threads
 from .version import __version__
 
 
@@ -199,6 +200,9 @@ class Engine:
         self.groups: list[RunGroup] = list(dict.fromkeys(r.group for r in self.runs))
         self._t0 = time.perf_counter()
         self._storage_error: str | None = None  # a file the runs could not write after they ended
+        # One thread count for the process: the runs' training epochs share it (see grokking.threads).
+        cpu = all(g.device.type == "cpu" for g in self.groups)
+        self.threads = ThreadPolicy(self.runs[0].cfg.threads if self.runs else 0, automatic=cpu)
 
     # --- the run directory: every file of it is written here -----------------------------------------
     def _start(self, run: Run, overwrite: bool) -> None:
@@ -215,6 +219,7 @@ class Engine:
                 "config": run.cfg.to_dict(), "config_key": run.cfg.key(), "run_id": run.run_id,
                 "grokking_version": __version__, "torch": torch.__version__, "device": str(run.group.device),
                 "training_path": run.training_path, "fast_path_fallback_reason": run.group.fast_reason,
+                "threads": {"requested": run.cfg.threads, "candidates": list(self.threads.candidates)},
                 "argv": sys.argv, **({"batched": run.batch} if run.batch is not None else {}),
             })
             run.metrics_file = open(run.out / METRICS, "a")
@@ -242,7 +247,8 @@ class Engine:
 
     def _record(self, run: Run, figures: dict[str, float], norm: float) -> dict[str, Any]:
         record = {"epoch": self.epoch, "step": run.step_count, **figures, "weight_norm": norm,
-                  "lr": run.cfg.lr * warmup_factor(run.cfg, run.step_count), "seconds": round(self._seconds(run), 3)}
+                  "lr": run.cfg.lr * warmup_factor(run.cfg, run.step_count), "seconds": round(self._seconds(run), 3),
+                  "threads": self.threads.current}
         if not (math.isfinite(figures["train_loss"]) and math.isfinite(norm)):
             raise TrainingFailed(f"non-finite {'loss' if not math.isfinite(figures['train_loss']) else 'weights'} "
                                  f"at epoch {self.epoch} (step {run.step_count}); {run.kept()}")
@@ -266,6 +272,7 @@ class Engine:
         for cb in run.callbacks:
             cb.close()
         extra = {"stop_reason": run.stop_reason, "error": run.error, "device": str(run.group.device),
+                 "threads": self.threads.summary(),
                  "training_path": run.training_path, **({"batched": run.batch} if run.batch is not None else {})}
         run.summary = summarize(run.records, run.cfg, status, self._seconds(run), self.epoch, run.step_count, extra)
         if run.out is None:
@@ -305,7 +312,8 @@ class Engine:
             for run in self.runs:
                 if run.out is not None:
                     locks.append(RunLock(run.out, "train").acquire())
-            summaries = self._run(overwrite)
+            with restored_threads():  # the caller's thread count, once the runs are over
+                summaries = self._run(overwrite)
         finally:
             for lock in reversed(locks):
                 lock.release()
@@ -314,6 +322,7 @@ class Engine:
         return summaries
 
     def _run(self, overwrite: bool) -> list[dict[str, Any]]:
+        self.threads.start()
         for run in self.runs:
             self._start(run, overwrite)
         bar = self._progress_bar()
@@ -338,8 +347,11 @@ class Engine:
                     signum = flag["signum"] or (self.stop() if self.stop is not None else 0)
                     if signum:
                         self._interrupt(signum)
+                    self.threads.before_epoch(self.epoch)
+                    started = time.perf_counter()
                     for group in self.groups:
                         group.train_epoch()
+                    self.threads.after_epoch(time.perf_counter() - started)
                     self.epoch += 1
         except KeyboardInterrupt:  # no signal handler here (not the main thread)
             for run in self.active():

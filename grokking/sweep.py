@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
-from .figures import format_value, swept_fields
+from .sweep_figures import format_value, swept_fields
 from .rundir import RESULTS, RunDirError, StorageError, atomic_write_json, lock_note, os_error_text
 from .sweep_backends import (
     BACKENDS,

@@ -38,7 +38,7 @@ from . import batched
 from .checkpoint import CheckpointError
 from .config import ConfigError, from_dict
 from .memory import MemoryEstimate, check_memory, estimate_memory
-from .figures import hashable
+from .sweep_figures import hashable
 from .rundir import (  # noqa: F401 - exclusive and lock_holder: re-exported for grokking.sweep
     SUMMARY,
     StorageError,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import FIELDS, PRESETS, ConfigError, from_dict, load_file
-from .figures import format_value
+from .sweep_figures import format_value
 from .rundir import CHECKPOINTS, CONFIG, LAST, SUMMARY, read_json
 
 # Statuses of summary.json that end a run for good: a restarted sweep skips these runs.

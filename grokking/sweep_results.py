@@ -14,19 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from .config import FIELDS, ConfigError, field_type
-from .figures import (
+from .figures import save_figure
+from .rundir import RESULTS, SUMMARY, atomic_write_text, first_at, read_json, read_metrics, run_holder
+from .sweep_figures import (
     comparison_figure,
     format_value,
     fraction_figure,
     hashable,
     heatmap_figure,
     recipe_label,
-    save_figure,
     summary_figure,
     swept_fields,
     task_label,
 )
-from .rundir import RESULTS, SUMMARY, atomic_write_text, first_at, read_json, read_metrics, run_holder
 from .sweep_plan import BUSY, FINISHED_STATUSES, PENDING, RunPoint, run_state
 
 # results.csv: these columns, then every Config field.
@@ -158,25 +158,25 @@ def default_heatmap_fields(rows: Sequence[dict[str, Any]]) -> tuple[str, str] | 
 
 
 def plot_fraction(rows: Sequence[dict[str, Any]], path: str | Path, measure: str = "steps") -> Path:
-    """Write :func:`grokking.figures.fraction_figure` to ``path``."""
+    """Write :func:`grokking.sweep_figures.fraction_figure` to ``path``."""
     return save_figure(fraction_figure(rows, measure=measure), Path(path))
 
 
 def plot_heatmap(rows: Sequence[dict[str, Any]], fields: tuple[str, str], path: str | Path,
                  measure: str = "steps") -> Path:
-    """Write :func:`grokking.figures.heatmap_figure` to ``path``."""
+    """Write :func:`grokking.sweep_figures.heatmap_figure` to ``path``."""
     return save_figure(heatmap_figure(rows, fields, measure=measure), Path(path))
 
 
 def plot_summary(rows: Sequence[dict[str, Any]], fields: Sequence[str], groups: Sequence[dict[str, Any]],
                  path: str | Path) -> Path:
-    """Write :func:`grokking.figures.summary_figure` to ``path``."""
+    """Write :func:`grokking.sweep_figures.summary_figure` to ``path``."""
     return save_figure(summary_figure(rows, fields, groups), Path(path))
 
 
 def plot_comparison(rows: Sequence[dict[str, Any]], recipe_fields: Sequence[str], tasks: Sequence[dict[str, Any]],
                     recipes: Sequence[tuple], path: str | Path) -> Path:
-    """Write :func:`grokking.figures.comparison_figure` to ``path``."""
+    """Write :func:`grokking.sweep_figures.comparison_figure` to ``path``."""
     return save_figure(comparison_figure(rows, recipe_fields, tasks, recipes), Path(path))
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import statistics
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -27,15 +27,20 @@ import torch
 class ThreadPolicy:
     """Chooses the thread count for each training epoch.
 
-    The loop calls :meth:`before_epoch` before and :meth:`after_epoch` (with the epoch's wall
-    seconds) after every training epoch; the policy sets ``torch``'s thread count in between.
+    The loop calls :meth:`start` once, then :meth:`before_epoch` before and :meth:`after_epoch`
+    (with the epoch's wall seconds) after every training epoch; the policy sets ``torch``'s
+    thread count in between. ``automatic=False`` (a GPU run, whose host threads only launch
+    kernels) keeps the process's count when ``requested`` is 0.
     """
 
     def __init__(self, requested: int, *, every: int = 2000, trial: int = 3, slow: float = 1.5, patience: int = 5,
-                 most: int | None = None):
+                 most: int | None = None, automatic: bool = True):
         self.requested = requested
         self.most = most if most is not None else torch.get_num_threads()
-        self.candidates = [requested] if requested > 0 else sorted({1, max(1, self.most)})
+        if requested > 0:
+            self.candidates = [requested]
+        else:
+            self.candidates = sorted({1, max(1, self.most)}) if automatic else [max(1, self.most)]
         self.every, self.trial, self.slow, self.patience = every, trial, slow, patience
         self.current = self.candidates[-1]
         self.choices: list[dict[str, float | int]] = []  # {"epoch", "threads", "ms": {count: ms}}
@@ -49,6 +54,16 @@ class ThreadPolicy:
     @property
     def automatic(self) -> bool:
         return len(self.candidates) > 1
+
+    def start(self) -> None:
+        """Set the count the first evaluation and epoch use (a fixed count: every one)."""
+        if torch.get_num_threads() != self.current:
+            torch.set_num_threads(self.current)
+
+    def summary(self) -> dict[str, Any]:
+        """What a run records: the count asked for, the counts tried, and each choice made."""
+        return {"requested": self.requested, "candidates": list(self.candidates), "current": self.current,
+                "choices": list(self.choices)}
 
     def before_epoch(self, epoch: int) -> None:
         self._epoch = epoch

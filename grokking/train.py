@@ -69,7 +69,7 @@ from .rungroup import RunGroup  # noqa: F401 - re-exported
 
 #: What ``--resume`` may change: the budget (:data:`BUDGET_FIELDS`), and runtime fields that change
 #: no step (whether report.html is written, the memory allowed).
-RESUME_FIELDS = (*BUDGET_FIELDS, "report", "max_memory")
+RESUME_FIELDS = (*BUDGET_FIELDS, "report", "threads", "max_memory")
 
 
 def first_epoch_at(records: list[dict[str, Any]], key: str, threshold: float = 0.99) -> int | None:

@@ -15,7 +15,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from grokking import figures
+from grokking import figures, sweep_figures
 from grokking.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,11 +88,11 @@ def every_figure() -> dict[str, Figure]:
         "logits_fourier": figures.plot_logits_fourier(rng.uniform(0, 5, (p, p)), norms, [2, 4]),
         "attention": figures.plot_attention(rng.uniform(0, 1, (2, 2, p, p))),
         "progress": figures.plot_progress(measures, phases, metrics_records()),
-        "fraction": figures.fraction_figure(rows),
-        "fraction_epochs": figures.fraction_figure(rows, measure="epochs"),
-        "heatmap": figures.heatmap_figure(rows, ("frac", "op")),
-        "summary": figures.summary_figure(rows, ["op", "frac"], summary_groups(rows, ["op", "frac"])),
-        "comparison": figures.comparison_figure(rows, ["op"], [{"frac": 0.5}, {"frac": 0.8}], [("add",), ("divide",)]),
+        "fraction": sweep_figures.fraction_figure(rows),
+        "fraction_epochs": sweep_figures.fraction_figure(rows, measure="epochs"),
+        "heatmap": sweep_figures.heatmap_figure(rows, ("frac", "op")),
+        "summary": sweep_figures.summary_figure(rows, ["op", "frac"], summary_groups(rows, ["op", "frac"])),
+        "comparison": sweep_figures.comparison_figure(rows, ["op"], [{"frac": 0.5}, {"frac": 0.8}], [("add",), ("divide",)]),
     }
 
 
@@ -153,7 +153,7 @@ def test_curves_mark_the_99_percent_epochs():
 
 # --- sweep figures keep their markers ------------------------------------------------------------------------
 def test_fraction_figure_marks_runs_that_never_got_there():
-    ax = figures.fraction_figure(sweep_rows()).axes[0]
+    ax = sweep_figures.fraction_figure(sweep_rows()).axes[0]
     hollow = hollow_markers(ax)
     assert len(hollow) == 3  # add@0.3, divide@0.3, divide@0.5
     tops = {round(float(y)) for _, y in hollow}
@@ -163,21 +163,21 @@ def test_fraction_figure_marks_runs_that_never_got_there():
 
 
 def test_heatmap_figure_says_budget_where_no_run_got_there():
-    fig = figures.heatmap_figure(sweep_rows(), ("frac", "op"))
+    fig = sweep_figures.heatmap_figure(sweep_rows(), ("frac", "op"))
     ax_acc, ax_grok = fig.axes[:2]
     texts = [t.get_text() for t in ax_grok.texts]
     assert texts.count(">budget") == 3 and "400" in texts and "200" in texts
     assert len(ax_acc.texts) == 6  # every cell has a final accuracy
     with pytest.raises(ValueError, match="not a config field"):
-        figures.heatmap_figure(sweep_rows(), ("frac", "nonsense"))
+        sweep_figures.heatmap_figure(sweep_rows(), ("frac", "nonsense"))
 
 
 def test_summary_and_comparison_draw_unreached_runs_hollow_at_the_budget():
     rows = sweep_rows()
-    ax = figures.summary_figure(rows, ["op", "frac"], summary_groups(rows, ["op", "frac"])).axes[0]
+    ax = sweep_figures.summary_figure(rows, ["op", "frac"], summary_groups(rows, ["op", "frac"])).axes[0]
     assert sorted(x for x, _ in hollow_markers(ax)) == [1000] * 6  # 2 seeds x add@0.3, divide@0.3, divide@0.5
     assert ax.get_xscale() == "log"
-    fig = figures.comparison_figure(rows, ["op"], [{"frac": 0.5}, {"frac": 0.8}], [("add",), ("divide",)])
+    fig = sweep_figures.comparison_figure(rows, ["op"], [{"frac": 0.5}, {"frac": 0.8}], [("add",), ("divide",)])
     assert [a.get_title() for a in fig.axes] == ["frac=0.5", "frac=0.8"]
     assert len(hollow_markers(fig.axes[0])) == 2 and len(hollow_markers(fig.axes[1])) == 0
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["op=divide", "defaults"]

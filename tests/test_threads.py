@@ -54,3 +54,51 @@ def test_one_core_means_nothing_to_choose_and_the_count_is_restored():
         assert not policy.automatic and drive(policy, {1: 0.05}, 3) == [1, 1, 1]
         torch.set_num_threads(2)
     assert torch.get_num_threads() == before
+
+
+# --- in a real run ---------------------------------------------------------------------------------
+import json  # noqa: E402
+
+from conftest import tiny_config  # noqa: E402
+
+from grokking.rundir import read_metrics  # noqa: E402
+from grokking.train import resume, train  # noqa: E402
+
+
+def test_a_run_records_the_count_it_used_and_leaves_the_callers_count(tmp_path):
+    with restored_threads():
+        torch.set_num_threads(2)
+        train(tiny_config(epochs=20, threads=1), tmp_path / "fixed", progress=False)
+        assert torch.get_num_threads() == 2  # the caller's count, back
+        assert {r["threads"] for r in read_metrics(tmp_path / "fixed")} == {1}
+        info = json.loads((tmp_path / "fixed" / "config.json").read_text())
+        assert info["config"]["threads"] == 1 and info["threads"] == {"requested": 1, "candidates": [1]}
+        summary = json.loads((tmp_path / "fixed" / "summary.json").read_text())
+        assert summary["threads"]["current"] == 1 and summary["threads"]["choices"] == []
+
+
+def test_an_automatic_run_times_both_counts_and_records_its_choice(tmp_path):
+    with restored_threads():
+        torch.set_num_threads(2)
+        train(tiny_config(epochs=20, threads=0), tmp_path / "auto", progress=False)
+        assert torch.get_num_threads() == 2
+        summary = json.loads((tmp_path / "auto" / "summary.json").read_text())
+        choice = summary["threads"]["choices"][0]
+        assert summary["threads"]["candidates"] == [1, 2] and set(choice["ms"]) == {"1", "2"}
+        assert choice["threads"] == min((1, 2), key=lambda n: (choice["ms"][str(n)], n))
+        later = [r["threads"] for r in read_metrics(tmp_path / "auto") if r["epoch"] > choice["epoch"]]
+        assert later and set(later) == {choice["threads"]}
+
+
+def test_a_fixed_count_resumes_bit_for_bit(tmp_path):
+    with restored_threads():
+        torch.set_num_threads(2)
+        cfg = tiny_config(epochs=40, threads=2, checkpoint_every=20)
+        train(cfg, tmp_path / "whole", progress=False)
+        train(cfg.replace(epochs=20), tmp_path / "parts", progress=False)
+        torch.set_num_threads(1)  # another caller's count: the run's own is what counts
+        resume(tmp_path / "parts", progress=False, epochs=40)
+        drop = ("seconds",)
+        whole = [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(tmp_path / "whole")]
+        parts = [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(tmp_path / "parts")]
+        assert whole == parts and {r["threads"] for r in whole} == {2}
