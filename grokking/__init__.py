@@ -2,13 +2,16 @@
 
 The modules form layers (docs/architecture.md): ``config`` (every default) and ``data``
 (operation tables and splits) at the bottom, ``model`` (the seed's hooked transformer, one run
-or K stacked), ``fast`` and ``methods``, the ``engine`` (the one epoch loop), then ``train``,
+or K stacked) and ``mlp`` (an MLP, and Gromov's closed form), ``factory`` (which of them a config
+builds), ``fast`` and ``methods``, the ``engine`` (the one epoch loop), then ``train``,
 ``batched``, ``analysis``, ``sweep`` and, on top, ``cli``.
 """
 from .version import __version__  # noqa: E402
 from .config import Config, ConfigError  # noqa: E402
 from .data import OPERATIONS, Operation, make_dataset, register_operation  # noqa: E402
 from .model import HookPoint, Transformer  # noqa: E402
+from .mlp import MLP  # noqa: E402
+from .factory import build_model  # noqa: E402
 
 __all__ = ["Config", "ConfigError", "OPERATIONS", "Operation", "make_dataset", "register_operation",
-           "HookPoint", "Transformer", "__version__"]
+           "HookPoint", "Transformer", "MLP", "build_model", "__version__"]

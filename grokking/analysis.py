@@ -38,6 +38,7 @@ from .fourier import (
     embedding_fourier,
     embedding_fourier_norms,
     effective_columns,
+    embedding_matrix,
     excluded_loss,
     excluded_loss_abc,
     fourier_2d,
@@ -108,7 +109,7 @@ from .progress import (
 )
 
 __all__ = [
-    "fourier_basis", "n_frequencies", "basis_frequency", "frequency_norms", "embedding_fourier",
+    "fourier_basis", "n_frequencies", "basis_frequency", "frequency_norms", "embedding_matrix", "embedding_fourier",
     "embedding_fourier_norms", "neuron_logit_map", "neuron_logit_fourier", "neuron_logit_fourier_norms",
     "grid_tokens", "grid_logits", "grid_cache", "neuron_activations", "fourier_2d", "logits_fourier",
     "logits_fourier_norms", "KeyFrequencies", "select_key_frequencies", "key_frequencies", "key_frequency_share",

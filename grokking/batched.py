@@ -3,7 +3,9 @@
 The K runs may differ in seed, learning rate, weight decay, Adam betas/eps, warm-up,
 gradient clipping, training fraction, split, epochs and stopping rules; they must share the
 shapes (``op, p, d_model, n_heads, d_head, d_mlp, n_layers=1, act, layernorm``) and the kind
-of optimiser, loss and gradient filter (:func:`check_batch` says which field is wrong).
+of optimiser, loss and gradient filter (:func:`check_batch` says which field is wrong). MLP runs
+(``model = mlp``) batch too, sharing their shape (:data:`~grokking.mlp.MLP_SHAPE_FIELDS`); they
+are never stacked: ``auto`` trains them separately and ``stacked`` is refused.
 
 Two strategies, both through :class:`grokking.engine.Engine`, both writing per-run run
 directories with the same files as ``grokking train`` (any run can be continued alone with
@@ -38,6 +40,7 @@ from .engine import (  # noqa: F401 - re-exported: the batched API's names
 )
 from .fast import hooked_last_position_logits, last_position_logits
 from .memory import check_memory, estimate_memory, resolve_device
+from .mlp import MLP_SHAPE_FIELDS
 from .model import SHAPE_FIELDS, StackedTransformer, check_shapes, stack_state_dicts  # noqa: F401
 from .rundir import atomic_write_json, check_out_dir
 from .rungroup import RunGroup  # noqa: F401 - re-exported
@@ -52,7 +55,7 @@ CPU_STRATEGY = "separate"
 
 # Fields that choose the computation (one kind per batch; their values per run would need
 # a different program per run).
-SHARED_FIELDS = ("optimizer", "loss", "grokfast", "device", "fast")
+SHARED_FIELDS = ("model", "optimizer", "loss", "grokfast", "device", "fast")
 BATCHED_OPTIMIZERS = ("adamw", "adam", "orthoadamw", "muon")
 
 # The stacked model and its data under the names they had when they lived here.
@@ -70,7 +73,10 @@ def evaluate_batched(model: StackedTransformer, data: RunData, cfg: Config,
 
 def check_batch(cfgs: Sequence[Config]) -> None:
     """Raise ConfigError (one line, naming the field) for anything batched training does not do."""
-    check_shapes(cfgs)
+    if cfgs and cfgs[0].model == "mlp":
+        _check_mlp_shapes(cfgs)
+    else:
+        check_shapes(cfgs)
     if cfgs[0].n_layers != 1:
         raise ConfigError("n_layers", f"batched training covers 1-layer models only; got {cfgs[0].n_layers}")
     for name in SHARED_FIELDS:
@@ -93,10 +99,25 @@ def check_batch(cfgs: Sequence[Config]) -> None:
                 raise ConfigError(name, "not supported by batched training; train this run alone")
 
 
-def choose_strategy(strategy: str, device: torch.device) -> str:
+def _check_mlp_shapes(cfgs: Sequence[Config]) -> None:
+    for name in ("model", *MLP_SHAPE_FIELDS):
+        values = [getattr(c, name) for c in cfgs]
+        if any(v != values[0] for v in values):
+            shown = ", ".join(str(v) for v in dict.fromkeys(values))
+            raise ConfigError(name, f"all runs of a batch must share the model shape; got {shown}")
+
+
+def choose_strategy(strategy: str, device: torch.device, model: str = "transformer") -> str:
+    """The strategy that will run: ``auto`` is stacked on CUDA and :data:`CPU_STRATEGY` on CPU,
+    and always separate for MLP runs (stacking is the transformer's)."""
     if strategy not in STRATEGIES:
         raise ConfigError("strategy", f"must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
     if strategy == "loop":
+        return "separate"
+    if model == "mlp":
+        if strategy == "stacked":
+            raise ConfigError("strategy", "stacked needs model = transformer (MLP runs train separately: "
+                                          "use separate or auto); got model = mlp")
         return "separate"
     if strategy != "auto":
         return strategy
@@ -119,11 +140,11 @@ class BatchedTrainer:
             if len({o.resolve() for o in paths}) != len(paths):
                 raise ConfigError("outs", "two runs of the batch share a run directory")
         self.device = resolve_device(cfgs[0].device)
-        self.strategy = choose_strategy(strategy, self.device)
+        self.strategy = choose_strategy(strategy, self.device, cfgs[0].model)
         self.progress, self.log = progress, log
         check_memory(estimate_memory(cfgs, self.device, stacked=self.strategy == "stacked"),
                      min((c.max_memory for c in cfgs if c.max_memory), default=0.0), f"this batch of {len(cfgs)} runs")
-        datasets = [make_dataset(c.op, c.p, c.frac, c.seed, c.split).to(self.device) for c in cfgs]
+        datasets = [make_dataset(c.op, c.p, c.frac, c.seed, c.split, c.label_noise).to(self.device) for c in cfgs]
         if self.strategy == "stacked":
             group = RunGroup(cfgs, datasets, self.device, stacked=True, log=log)
             placed = [(group, k) for k in range(len(cfgs))]

@@ -36,7 +36,7 @@ from . import rundir
 from .config import Config, ConfigError, from_dict
 from .data import Dataset, dataset_from_pairs, make_dataset
 from .errors import InputError
-from .model import Transformer
+from .factory import Model, build_model
 from .rundir import (  # noqa: F401 - re-exported: they were defined here
     CHECKPOINTS,
     SNAPSHOT_PATTERN,
@@ -303,7 +303,7 @@ def seed_config(state: dict[str, torch.Tensor], **overrides: Any) -> Config:
 # --- loading any checkpoint into a model ------------------------------------------------------
 @dataclass
 class Loaded:
-    model: Transformer
+    model: Model
     cfg: Config
     dataset: Dataset
     meta: dict[str, Any]
@@ -334,8 +334,8 @@ def checked_split(tensors: dict[str, torch.Tensor], n_pairs: int, where: Path) -
     return train_idx, test_idx
 
 
-def _build(cfg: Config, state: dict[str, torch.Tensor], where: Path) -> Transformer:
-    model = Transformer(cfg)
+def _build(cfg: Config, state: dict[str, torch.Tensor], where: Path) -> Model:
+    model = build_model(cfg)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -367,7 +367,7 @@ def load_model(path: str | Path, **overrides: Any) -> Loaded:
     except (KeyError, TypeError):
         raise CheckpointError(f"{path}: no config in its metadata") from None
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    dataset = make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split)
+    dataset = make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split, cfg.label_noise)
     if "split.train_idx" in tensors:
         dataset.train_idx, dataset.test_idx = checked_split(tensors, len(dataset.labels), path)
     return Loaded(_build(cfg, state, path), cfg, dataset, meta, path, identity)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -23,9 +22,10 @@ from .batched import CPU_STRATEGY, STRATEGIES, train_grid
 from .bench import find_reference, format_result, run_bench
 from .checkpoint import load_model
 from .config import FIELDS, PRESETS, Config, field_type, from_dict, load_file, markdown_table, preset
-from .data import OPERATIONS
+from .data import OPERATION_ALIASES, OPERATIONS
 from .engine import evaluate
 from .errors import GrokkingError, InputError
+from .factory import MODELS
 from .fast import select_logits_fn
 from .figures import plot_run
 from .memory import resolve_device
@@ -167,8 +167,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
+    aliases = {name: alias for alias, name in OPERATION_ALIASES.items()}
     for name, op in OPERATIONS.items():
-        print(f"{name:10s} {op.formula}{'   (needs prime p)' if op.needs_prime else ''}")
+        also = f"   (--op {aliases[name]!r} too)" if name in aliases else ""
+        print(f"{name:10s} {op.formula}{'   (needs prime p)' if op.needs_prime else ''}{also}")
+    print("\nmodels (--model):")
+    for name, what in MODELS.items():
+        print(f"{name:10s} {what}")
     return 0
 
 
@@ -212,7 +217,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     reference = None if args.no_reference else find_reference(args.reference)
-    result = run_bench(cfg, args.timed_epochs, args.reps, reference, args.threads or os.cpu_count() or 1, args.grok)
+    result = run_bench(cfg, args.timed_epochs, args.reps, reference, args.grok,
+                       transformer_lens=not args.no_transformer_lens, background=args.background_load)
     print(json.dumps(result) if args.json else format_result(result))
     return 0
 
@@ -398,14 +404,18 @@ def build_parser() -> Parser:
                    help="for a sweep: also write every run's own report.html, linked from the table")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("bench", help="time our loop against the seed's and the matmul floor",
+    p = sub.add_parser("bench", help="time our loop against the seed's, TransformerLens's and the matmul floor",
                        description=bench_module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--timed-epochs", type=int, default=40, help="timed epochs per repetition for ours and the floor "
-                   "(the seed loop runs a quarter of them) (default: 40)")
+                   "(the seed loop and TransformerLens run a quarter of them, at least 5) (default: 40)")
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions; medians are reported (default: 5)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
-    p.add_argument("--reference", help="path to seed_reference.py (default: ../shared/reference/)")
+    p.add_argument("--reference", help="another seed-loop script to time, e.g. ../shared/reference/seed_reference.py "
+                   "(default: the packaged grokking.seed_loop)")
     p.add_argument("--no-reference", action="store_true", help="skip the seed loop")
+    p.add_argument("--no-transformer-lens", action="store_true", help="skip the TransformerLens peer")
+    p.add_argument("--background-load", type=int, default=0, metavar="K",
+                   help="start K busy processes for the duration of the bench, to time beside busy neighbours "
+                        "(default: 0)")
     p.add_argument("--grok", action="store_true", help="also time the canonical run to 99%% test accuracy")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--config", help=argparse.SUPPRESS)

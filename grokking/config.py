@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .data import OPERATIONS, group_size, is_prime
+from .data import OPERATIONS, OPERATION_ALIASES, group_size, is_prime
 from .errors import InputError
 
 MAX_P = 1000  # p^2 pairs of 3 tokens; beyond this the full-batch table stops fitting anywhere
@@ -53,7 +53,20 @@ class Config:
     split: str = _f("seed", "'seed': the seed notebook's gen_train_test (same pairs, same order); "
                     "'random': a torch permutation of the valid pairs", choices=("seed", "random"),
                     group="task")
+    label_noise: float = _f(0.0, "fraction of the training pairs whose label is replaced by a random wrong "
+                            "answer (drawn from the seed); test pairs keep theirs", min=0.0, max=1.0,
+                            max_open=True, group="task")
     # --- model ------------------------------------------------------------------------
+    model: str = _f("transformer", "'transformer': the seed's; 'mlp': an MLP over the operands' embeddings or "
+                    "one-hot codes (Gromov 2023 with mlp_act = quadratic, mlp_input = onehot)",
+                    choices=("transformer", "mlp"), group="model")
+    mlp_input: str = _f("embed", "model = mlp: the operands as learned embeddings (d_model each, concatenated) "
+                        "or as concatenated one-hot codes", choices=("embed", "onehot"), group="model")
+    mlp_act: str = _f("relu", "model = mlp: the hidden activation ('quadratic': x^2, as in Gromov 2023)",
+                      choices=("relu", "gelu", "quadratic"), group="model")
+    mlp_layers: int = _f(1, "model = mlp: hidden layers of width d_mlp", min=1, max=16, group="model")
+    init_scale: float = _f(1.0, "multiply every initial weight by this (Omnigrok's alpha)", min=0.0, max=1e3,
+                           min_open=True, group="model")
     n_layers: int = _f(1, "transformer blocks", min=1, max=64, group="model")
     d_model: int = _f(128, "residual stream width", min=1, max=8192, group="model")
     n_heads: int = _f(4, "attention heads", min=1, max=256, group="model")
@@ -132,8 +145,11 @@ class Config:
         return from_dict({**self.to_dict(), **changes})
 
     def key(self) -> str:
-        """Stable short hash of the fields that change results (not the device)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        """Stable short hash of the fields that change results (not the device). A field added
+        after the first release counts only when it differs from its default, so the keys of
+        earlier runs (in their checkpoints and sweep tables) stay what they were."""
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in RUNTIME_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -141,6 +157,10 @@ class Config:
 RUNTIME_FIELDS = frozenset({"device", "fast", "compile", "tensorboard", "wandb", "report", "threads", "max_memory"})
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(Config)}
+
+# Fields added after the first release, with their defaults (see Config.key).
+LATER_FIELDS: dict[str, Any] = {name: FIELDS[name].default for name in
+                                ("label_noise", "model", "mlp_input", "mlp_act", "mlp_layers", "init_scale")}
 
 
 def field_type(name: str) -> type:
@@ -177,6 +197,8 @@ def _show(value: Any, repr_: bool = True, limit: int = 80) -> str:
 
 
 def _coerce(name: str, value: Any) -> Any:
+    if name == "op" and isinstance(value, str) and value in OPERATION_ALIASES:
+        return OPERATION_ALIASES[value]
     meta = FIELDS[name].metadata
     want = field_type(name)
     if value is None or (meta["optional"] and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
@@ -241,7 +263,9 @@ def validate(cfg: Config) -> Config:
                 raise ConfigError(name, f"must be {'<' if meta['max_open'] else '<='} {hi}; got {_show(value, repr_=False)}")
     if OPERATIONS[cfg.op].needs_prime and not is_prime(cfg.p):
         raise ConfigError("p", f"operation {cfg.op!r} needs a prime p (modular inverse); got {cfg.p}")
-    if cfg.d_head == 0 and cfg.d_model % cfg.n_heads:
+    if cfg.model == "mlp":
+        _validate_mlp(cfg)
+    elif cfg.d_head == 0 and cfg.d_model % cfg.n_heads:
         raise ConfigError("d_model", f"must be divisible by n_heads={cfg.n_heads} (or set d_head); got {cfg.d_model}")
     n_pairs = cfg.n_classes ** 2
     if int(cfg.frac * n_pairs) < 1 or int(cfg.frac * n_pairs) >= n_pairs - (cfg.n_classes if cfg.op == "divide" else 0):
@@ -249,6 +273,24 @@ def validate(cfg: Config) -> Config:
     if cfg.epochs == 0 and cfg.max_steps == 0:
         pass  # an evaluation-only run of the initial weights is allowed
     return cfg
+
+
+def _validate_mlp(cfg: Config) -> None:
+    """Refuse the transformer's fields that an MLP would silently ignore where their value suggests
+    otherwise: more blocks, another activation, LayerNorm. (The head fields, and d_model with one-hot
+    input, are left alone: no value of theirs suggests anything about an MLP, and a transformer's
+    base config may set them.)"""
+    def default(name: str) -> Any:
+        return FIELDS[name].default
+
+    if cfg.n_layers != default("n_layers"):
+        raise ConfigError("n_layers", f"model = mlp has no transformer blocks; set mlp_layers (its hidden layers) "
+                                      f"instead; got {cfg.n_layers}")
+    if cfg.act != default("act"):
+        raise ConfigError("act", f"is the transformer's; for model = mlp set mlp_act (relu, gelu, quadratic); "
+                                 f"got {cfg.act}")
+    if cfg.layernorm:
+        raise ConfigError("layernorm", "model = mlp has no LayerNorm; must be false")
 
 
 def from_dict(d: dict[str, Any], base: Config | None = None) -> Config:

@@ -76,6 +76,16 @@ def _oddsub(p: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(b % 2 == 1, quotient, (a - b) % p), np.ones((p, p), dtype=bool)
 
 
+def _mixed(odd: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> TableFn:
+    """openai/grok's "+*" and "+-": a + b when a is even, else ``odd(a, b)``, mod p. The
+    operation applied depends on the first operand, so no single group structure holds."""
+    def table(p: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = _grid(p)
+        return np.where(a % 2 == 0, a + b, odd(a, b)) % p, np.ones((p, p), dtype=bool)
+
+    return table
+
+
 def _random(p: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     # A fixed table per (p, seed): the control task with nothing to generalise.
     rng = np.random.default_rng([seed, p, 0x5EED])
@@ -122,6 +132,8 @@ OPERATIONS: dict[str, Operation] = {
         Operation("x3xy2y", "a^3 + ab^2 + b", _polynomial(lambda a, b: a * a * a + a * b * b + b)),
         Operation("x2xyy2x", "a^2 + ab + b^2 + a", _polynomial(lambda a, b: a * a + a * b + b * b + a)),
         Operation("oddsub", "a / b if b odd else a - b", _oddsub, needs_prime=True),
+        Operation("addmul", "a + b if a even else a * b (openai/grok's +*)", _mixed(lambda a, b: a * b)),
+        Operation("addsub", "a + b if a even else a - b (openai/grok's +-)", _mixed(lambda a, b: a - b)),
         Operation("rand", "fixed random table (from the seed)", _random),
         Operation("perm_xy", "x * y in S5", _perm_table(_compose), group_size=lambda p: 120),
         Operation(
@@ -133,6 +145,10 @@ OPERATIONS: dict[str, Operation] = {
         Operation("perm_xyx", "x * y * x in S5", _perm_table(lambda x, y: _compose(_compose(x, y), x)), group_size=lambda p: 120),
     ]
 }
+
+
+# Other names an operation goes by: openai/grok's operators for the mixed ones.
+OPERATION_ALIASES: dict[str, str] = {"+*": "addmul", "+-": "addsub"}
 
 
 def register_operation(op: Operation) -> None:
@@ -154,6 +170,9 @@ class Dataset:
 
     ``tokens`` is ``[N, 3]`` (a, b, =) and ``labels`` ``[N]`` over every valid pair in
     row-major (a, b) order; ``train_idx``/``test_idx`` index into them, in split order.
+
+    With label noise, ``labels`` holds what the model is trained on: the rows in ``noisy_idx``
+    (training pairs only) carry a wrong answer, and ``clean_labels`` the true ones.
     """
 
     op: str
@@ -163,6 +182,8 @@ class Dataset:
     labels: torch.Tensor
     train_idx: torch.Tensor
     test_idx: torch.Tensor
+    noisy_idx: torch.Tensor | None = None
+    clean_labels: torch.Tensor | None = None
 
     @property
     def d_vocab(self) -> int:
@@ -183,9 +204,12 @@ class Dataset:
         return out
 
     def to(self, device: torch.device | str) -> "Dataset":
+        def moved(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
         return Dataset(
             self.op, self.p, self.n, self.tokens.to(device), self.labels.to(device),
-            self.train_idx.to(device), self.test_idx.to(device),
+            self.train_idx.to(device), self.test_idx.to(device), moved(self.noisy_idx), moved(self.clean_labels),
         )
 
 
@@ -198,13 +222,29 @@ def seed_gen_train_test(frac_train: float, num: int, seed: int = 0) -> tuple[lis
     return pairs[:div], pairs[div:]
 
 
-def make_dataset(op: str, p: int, frac: float, seed: int, split: str = "seed") -> Dataset:
+def corrupt_labels(labels: torch.Tensor, train_idx: torch.Tensor, n: int, fraction: float,
+                   seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(noisy labels, noisy rows)``: ``round(fraction * len(train_idx))`` training rows, drawn
+    without replacement, each given an answer drawn uniformly from the ``n - 1`` wrong ones,
+    from a generator of its own seeded by ``seed`` (the split's and the weights' draws are
+    untouched, so a run with and without noise sees the same pairs in the same order)."""
+    generator = torch.Generator().manual_seed(seed + 0x4E015E)
+    count = round(fraction * len(train_idx))
+    rows = train_idx[torch.randperm(len(train_idx), generator=generator)[:count]]
+    shift = torch.randint(1, n, (count,), generator=generator)  # never 0: never the true answer
+    noisy = labels.clone()
+    noisy[rows] = (labels[rows] + shift) % n
+    return noisy, rows
+
+
+def make_dataset(op: str, p: int, frac: float, seed: int, split: str = "seed", label_noise: float = 0.0) -> Dataset:
     """Build the task table and split it.
 
     ``split="seed"`` reproduces the seed's ``gen_train_test(frac, p, seed)``: the same pairs
     in the same order (pairs that the operation excludes, such as ``b = 0`` for divide, are
     then dropped from both halves). ``split="random"`` draws a permutation of the valid
     pairs from a torch generator seeded with ``seed``; the train half is ``int(frac * N)``.
+    ``label_noise``: the fraction of training pairs given a wrong label (:func:`corrupt_labels`).
     """
     spec = OPERATIONS[op]
     n = group_size(op, p)
@@ -227,6 +267,9 @@ def make_dataset(op: str, p: int, frac: float, seed: int, split: str = "seed") -
         train_idx, test_idx = perm[:cut], perm[cut:]
     else:
         raise ValueError(f"split must be 'seed' or 'random', got {split!r}")
+    if label_noise > 0:
+        noisy, rows = corrupt_labels(labels, train_idx, n, label_noise, seed)
+        return Dataset(op, p, n, tokens, noisy, train_idx, test_idx, rows, labels)
     return Dataset(op, p, n, tokens, labels, train_idx, test_idx)
 
 

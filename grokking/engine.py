@@ -120,6 +120,8 @@ class Run:
 
     @property
     def training_path(self) -> str:
+        if self.cfg.model == "mlp":
+            return "mlp"
         return "fast" if self.group.fast else "hooked"
 
     def done(self, epoch: int) -> bool:

@@ -20,3 +20,7 @@ class InputError(GrokkingError, ValueError):
     """Input refused before anything ran: a bad field, path, file or argument (exit status 2)."""
 
     exit_status = 2
+
+
+class NotApplicableError(InputError):
+    """A measure or operation that does not apply to this model (an MLP's attention, say)."""

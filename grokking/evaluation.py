@@ -19,6 +19,9 @@ from .model import StackedTransformer, Transformer
 
 EVAL_CHUNK = 65536  # examples per evaluation forward pass, bounds memory for large p
 FIGURE_KEYS = ("train_loss", "test_loss", "all_loss", "train_acc", "test_acc", "all_acc")
+# With label noise: accuracy on the clean training pairs, on the corrupted ones against the
+# labels they were trained on (memorised), and on the corrupted ones against their true labels.
+NOISE_KEYS = ("train_acc_clean", "train_acc_corrupted", "train_acc_corrupted_true")
 
 
 @dataclass
@@ -40,6 +43,13 @@ class RunData:
     all_labels: torch.Tensor  # [K, M]
     in_train: torch.Tensor  # [K, M] bool
     in_test: torch.Tensor  # [K, M] bool
+    noisy: torch.Tensor | None = None  # [K, M] bool: a training pair whose label was corrupted (None: no noise)
+    clean_labels: torch.Tensor | None = None  # [K, M] the true labels, with noise
+
+    @property
+    def figure_keys(self) -> tuple[str, ...]:
+        """The names of :func:`evaluate_runs`' columns for these runs."""
+        return FIGURE_KEYS + NOISE_KEYS if self.noisy is not None else FIGURE_KEYS
 
     @classmethod
     def from_datasets(cls, datasets: Sequence[Dataset]) -> "RunData":
@@ -59,9 +69,16 @@ class RunData:
             mask[k, :n] = 1.0
             in_train[k, d.train_idx] = True
             in_test[k, d.test_idx] = True
+        noisy = clean = None
+        if any(d.noisy_idx is not None for d in datasets):
+            noisy = torch.zeros_like(in_train)
+            for k, d in enumerate(datasets):
+                if d.noisy_idx is not None:
+                    noisy[k, d.noisy_idx] = True
+            clean = torch.stack([d.labels if d.clean_labels is None else d.clean_labels for d in datasets])
         return cls(a, b, labels, mask, torch.tensor(sizes, dtype=torch.float64, device=device),
                    datasets[0].tokens[:, 0], datasets[0].tokens[:, 1],
-                   torch.stack([d.labels for d in datasets]), in_train, in_test)
+                   torch.stack([d.labels for d in datasets]), in_train, in_test, noisy, clean)
 
 
 def _stacked_logits(model: Transformer, logits_fn: LogitsFn, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -81,23 +98,33 @@ def per_run_train_loss(model: Transformer, data: RunData, cfg: Config,
 @torch.no_grad()
 def evaluate_runs(model: Transformer, data: RunData, cfg: Config, logits_fn: LogitsFn) -> torch.Tensor:
     """``[K, 6]`` float64: for each run, the train, test and all-pair loss and the train, test and
-    all-pair accuracy (:data:`FIGURE_KEYS`), from one pass over every pair."""
+    all-pair accuracy (:data:`FIGURE_KEYS`), from one pass over every pair; with label noise
+    ``[K, 9]``, then the accuracies of :data:`NOISE_KEYS` (``data.figure_keys`` names them).
+    A run without noise in a batch with some gets NaN there."""
     n_runs, n_all = data.all_labels.shape
     chunk = max(1, EVAL_CHUNK // n_runs)
-    losses, hits = [], []
+    losses, hits, true_hits = [], [], []
     for start in range(0, n_all, chunk):
         labels = data.all_labels[:, start : start + chunk]
         logits = _stacked_logits(model, logits_fn, data.all_a[start : start + chunk], data.all_b[start : start + chunk])
         losses.append(per_example_loss(cfg, logits.flatten(0, 1), labels.flatten()).view_as(labels))
-        hits.append((logits.argmax(-1) == labels).to(torch.float64))
+        predicted = logits.argmax(-1)
+        hits.append((predicted == labels).to(torch.float64))
+        if data.clean_labels is not None:
+            true_hits.append((predicted == data.clean_labels[:, start : start + chunk]).to(torch.float64))
     loss, hit = torch.cat(losses, 1), torch.cat(hits, 1)
 
     def mean_over(x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         # torch.where, not a product: an infinite test loss must not turn the train mean into NaN.
         return torch.where(where, x, 0.0).sum(1) / where.sum(1)
 
-    return torch.stack([mean_over(loss, data.in_train), mean_over(loss, data.in_test), loss.mean(1),
-                        mean_over(hit, data.in_train), mean_over(hit, data.in_test), hit.mean(1)], 1)
+    columns = [mean_over(loss, data.in_train), mean_over(loss, data.in_test), loss.mean(1),
+               mean_over(hit, data.in_train), mean_over(hit, data.in_test), hit.mean(1)]
+    if data.noisy is not None:
+        true_hit = torch.cat(true_hits, 1)
+        columns += [mean_over(hit, data.in_train & ~data.noisy), mean_over(hit, data.noisy),
+                    mean_over(true_hit, data.noisy)]
+    return torch.stack(columns, 1)
 
 
 def evaluate(model: Transformer, dataset: Dataset, logits_fn: LogitsFn | None = None,
@@ -105,8 +132,9 @@ def evaluate(model: Transformer, dataset: Dataset, logits_fn: LogitsFn | None = 
     """Loss (float64) and accuracy of one model on the train split, the test split and all pairs."""
     cfg = cfg or model.cfg
     logits_fn = logits_fn or select_logits_fn(cfg)[0]
-    row = evaluate_runs(model, RunData.from_datasets([dataset]), cfg, logits_fn)[0].tolist()
-    return dict(zip(FIGURE_KEYS, row))
+    data = RunData.from_datasets([dataset])
+    row = evaluate_runs(model, data, cfg, logits_fn)[0].tolist()
+    return dict(zip(data.figure_keys, row))
 
 
 def weight_norms(params_by_run: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:

@@ -16,7 +16,8 @@ the MLP output's remain. Otherwise (LayerNorm, CUDA) the dense products run as w
 Parameters are read from the hooked :class:`~grokking.model.Transformer`, which stays the
 source of truth; the trainer falls back to it for configurations this path does not cover
 (see :func:`unsupported_reason`). ``tests/test_fast.py`` holds both paths to the same loss
-and gradients.
+and gradients. An MLP (``model = mlp``, :mod:`grokking.mlp`) has no positions to skip: its
+logits function is its own forward (:func:`grokking.mlp.mlp_logits`), ``[B, n]``.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import Config
+from .factory import Model
+from .mlp import MLP, mlp_logits
 from .model import LayerNorm, StackedTransformer, Transformer, activation
 
 
@@ -53,8 +56,14 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1))
 
 
+#: config.json's fast_path_fallback_reason for an MLP run (its training_path is "hooked": its own forward).
+MLP_REASON = "model=mlp: the fast path is the transformer's; an MLP trains through its own hooked forward"
+
+
 def unsupported_reason(cfg: Config) -> str | None:
     """None if the fast path computes this configuration exactly, else why not."""
+    if cfg.model == "mlp":
+        return MLP_REASON
     if cfg.n_layers != 1:
         return f"n_layers={cfg.n_layers}: positions 0 and 1 depend on both tokens after the first layer"
     return None
@@ -63,8 +72,16 @@ def unsupported_reason(cfg: Config) -> str | None:
 def select_logits_fn(cfg: Config) -> tuple["LogitsFn", str | None]:
     """The last-position logits function for this configuration, and why the fast one is not
     used (None when it is). The one selector: training, evaluation and analysis all use it."""
+    if cfg.model == "mlp":
+        return mlp_logits, MLP_REASON
     reason = unsupported_reason(cfg) if cfg.fast else "disabled by fast=false"
     return (last_position_logits if reason is None else hooked_last_position_logits), reason
+
+
+def exact_logits_fn(cfg: Config) -> "LogitsFn":
+    """The cheapest exact logits function for this configuration, whatever ``cfg.fast`` says
+    (for analysis and evaluation, which need the numbers, not the training path)."""
+    return select_logits_fn(cfg if cfg.fast else cfg.replace(fast=True))[0]
 
 
 def _layer_norm(ln: LayerNorm | None, x: torch.Tensor) -> torch.Tensor:
@@ -80,14 +97,16 @@ def _per_run_tokens(n_runs: int, a: torch.Tensor) -> torch.Tensor:
     return a.expand(n_runs, -1) if a.dim() == 1 else a
 
 
-def last_position_logits(model: Transformer, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def last_position_logits(model: Model, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Logits at the ``=`` position for inputs ``a b =``, equal to ``model(tokens)[..., -1, :]``
-    within float32 round-off.
+    within float32 round-off (an MLP: its logits, :func:`~grokking.mlp.mlp_logits`).
 
     For one model, ``a, b`` are ``[B]`` and the logits ``[B, d_vocab]``. For a
     :class:`~grokking.model.StackedTransformer`, ``a, b`` are ``[K, B]`` (or ``[B]`` for every
     run) and the logits ``[K, B, d_vocab]``. One computation serves both: a single model's
     weights are read as a stack of one."""
+    if isinstance(model, MLP):
+        return mlp_logits(model, a, b)
     stacked = isinstance(model, StackedTransformer)
 
     def lead(t: torch.Tensor) -> torch.Tensor:  # every weight with its run dimension
@@ -288,12 +307,17 @@ class _ReluThenProduct(torch.autograd.Function):
         return g_post, post.T @ g, g
 
 
-def hooked_last_position_logits(model: Transformer, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The reference computation: the full hooked forward pass, last position (one model or stacked)."""
+def hooked_last_position_logits(model: Model, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The reference computation: the full hooked forward pass, last position (one model or
+    stacked); an MLP's forward has no positions (:func:`~grokking.mlp.mlp_logits`)."""
+    if isinstance(model, MLP):
+        return mlp_logits(model, a, b)
     if isinstance(model, StackedTransformer):
         a, b = _per_run_tokens(model.n_runs, a), _per_run_tokens(model.n_runs, b)
     tokens = torch.stack([a, b, torch.full_like(a, model.eq_token)], -1)
     return model(tokens)[..., -1, :]
 
 
-LogitsFn = Callable[[Transformer, torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``logits_fn(model, a, b)``: ``[B, d_vocab]`` for a transformer ('=' included), ``[B, n]`` for an MLP,
+#: ``[K, B, d_vocab]`` for a stacked transformer. Labels are < n, so the loss and argmax read them alike.
+LogitsFn = Callable[[Model, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -116,6 +116,12 @@ def curves_figure(records: Sequence[dict[str, Any]], title: str = "") -> Figure:
                 ax.axvline(when, color=color, linestyle="--", linewidth=1)
             ax_acc.annotate(f"{split} 99% @ {when}", (when, 0.5 if split == "train" else 0.4), color=color,
                             xytext=(4, 0), textcoords="offset points", fontsize=8)
+    if records and "train_acc_corrupted" in records[-1]:  # label noise: what is memorised, what generalises
+        for key, label, style in (("train_acc_clean", "train, clean pairs", "-."),
+                                  ("train_acc_corrupted", "train, corrupted pairs (their wrong labels)", ":"),
+                                  ("train_acc_corrupted_true", "train, corrupted pairs (true labels)", "--")):
+            ax_acc.plot(epochs, [r.get(key, math.nan) for r in records], color=COLORS["train"], linestyle=style,
+                        linewidth=1, label=label)
     ax_loss.set_yscale("log")
     ax_acc.set_ylim(-0.02, 1.02)
     style_axes(ax_loss, "epoch", "cross-entropy", grid={}, legend=True)

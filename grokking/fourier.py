@@ -29,6 +29,13 @@ over the ``n`` answer classes at the ``=`` position: the ``=`` token's own logit
 is never an answer), so early in training they differ slightly from ``metrics.jsonl``. Neurons
 and attention are those of block 0 (``layer`` chooses elsewhere); results come back on the
 CPU, computed under ``torch.no_grad``.
+
+An MLP (:mod:`grokking.mlp`) is measured the same way where the measure applies: its embedding
+is ``W_E`` (``mlp_input = embed``) or, for one-hot input, the first layer's columns over ``a``
+and over ``b`` side by side (they are what ``W_E`` is to the transformer); its neurons are those
+of its last hidden layer (``layers.{L-1}.hook_post``), whose map to the logits is ``W_U``
+itself (``W_L = W_U.T``: no residual stream in between). It has no attention:
+:func:`attention_to_inputs` refuses it (:class:`~grokking.errors.NotApplicableError`).
 """
 from __future__ import annotations
 
@@ -42,8 +49,9 @@ import torch
 
 from . import restricted as _restricted
 from .data import Dataset, make_dataset
-from .fast import last_position_logits as _fast_logits  # the exact last-position forward: 3x less work
-from .fast import unsupported_reason as _fast_unsupported
+from .errors import NotApplicableError
+from .factory import MODEL_TYPES, Model
+from .fast import exact_logits_fn  # the exact last-position forward (3x less work than the hooked one)
 from .groups import (
     ADDITIVE_OPS,
     APART,
@@ -62,7 +70,7 @@ from .groups import (
     select_key_frequencies,
     task_basis,
 )
-from .model import Transformer
+from .mlp import MLP
 from .restricted import (
     SUBSPACES,
     grid_accuracy,
@@ -75,6 +83,7 @@ from .restricted import (
 )
 
 NEURON_CLUSTER_THRESHOLD = 0.85  # fraction of a neuron's variance its component explains (see neuron_clusters)
+ATTENTION_NOT_APPLICABLE = "attention: model = mlp has no attention (its inputs are the two operands, concatenated)"
 
 
 @contextlib.contextmanager
@@ -99,11 +108,32 @@ def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
 
-def _n_classes(model: Transformer) -> int:
+def _n_classes(model: Model) -> int:
     return model.cfg.d_vocab - 1
 
 
-def model_basis(model: Transformer) -> Basis:
+def _device(model: Model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _neuron_layer(model: Model, layer: int | None) -> int:
+    """The layer whose neurons are analysed: block 0 of a transformer, an MLP's last hidden layer
+    (the one that reaches the logits linearly), unless ``layer`` says otherwise."""
+    if isinstance(model, MLP):
+        return model.cfg.mlp_layers - 1 if layer is None else layer
+    return 0 if layer is None else layer
+
+
+def _post_hook(model: Model, layer: int) -> str:
+    return f"layers.{layer}.hook_post" if isinstance(model, MLP) else f"blocks.{layer}.mlp.hook_post"
+
+
+def _at_equals(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """An activation or the logits at the ``=`` position (an MLP's have no position axis)."""
+    return x if isinstance(model, MLP) else x[:, -1]
+
+
+def model_basis(model: Model) -> Basis:
     """The basis of the model's task (its config's op and p)."""
     return task_basis(model.cfg.op, model.cfg.p)
 
@@ -131,35 +161,54 @@ def _apart_norm(coefficients: np.ndarray, basis: Basis) -> float:
     return float(np.sqrt((coefficients[basis.token_component == APART] ** 2).sum()))
 
 
-def embedding_fourier(model: Transformer, basis: Basis | None = None) -> np.ndarray:
-    """``[n, d_model]``: the embedding of the answer tokens (``W_E[:, :n]``) in the task's basis
-    over the token axis (rows of ``basis.token_basis``)."""
+def embedding_matrix(model: Model) -> np.ndarray:
+    """``[n, width]``, one row per token: ``W_E[:, :n].T`` (``width = d_model``), or for an MLP on
+    one-hot codes its first layer's columns over ``a`` and over ``b`` side by side
+    (``width = 2 d_mlp``)."""
+    n = _n_classes(model)
+    if isinstance(model, MLP) and model.onehot:
+        W_in = _numpy(model.layers[0].W_in)  # [d_mlp, 2n]
+        return np.concatenate([W_in[:, :n].T, W_in[:, n:].T], axis=1)
+    return _numpy(model.embed.W_E)[:, :n].T
+
+
+def embedding_fourier(model: Model, basis: Basis | None = None) -> np.ndarray:
+    """``[n, width]``: the embedding of the answer tokens (:func:`embedding_matrix`: ``W_E[:, :n]``
+    for a transformer) in the task's basis over the token axis (rows of ``basis.token_basis``)."""
     basis = basis or model_basis(model)
-    return basis.token_basis @ _numpy(model.embed.W_E)[:, :_n_classes(model)].T
+    return basis.token_basis @ embedding_matrix(model)
 
 
-def embedding_fourier_norms(model: Transformer, basis: Basis | None = None) -> np.ndarray:
+def embedding_fourier_norms(model: Model, basis: Basis | None = None) -> np.ndarray:
     """Norm of the embedding per component, indexed by component."""
     basis = basis or model_basis(model)
     return frequency_norms(embedding_fourier(model, basis), basis=basis)
 
 
-def neuron_logit_map(model: Transformer, layer: int = 0) -> torch.Tensor:
+def neuron_logit_map(model: Model, layer: int | None = None) -> torch.Tensor:
     """``W_L = W_U[:, :n].T @ W_out``, ``[n, d_mlp]``: how each neuron's activation moves each
-    answer's logit (ignores a final LayerNorm, if the model has one)."""
+    answer's logit (ignores a final LayerNorm, if the model has one). ``layer``: block 0 by
+    default; for an MLP its last hidden layer, whose map is ``W_U.T`` (no other layer's
+    neurons reach the logits linearly: NotApplicableError)."""
     n = _n_classes(model)
     W_U = model.unembed.W_U.detach().cpu()[:, :n]
+    layer = _neuron_layer(model, layer)
+    if isinstance(model, MLP):
+        if layer != model.cfg.mlp_layers - 1:
+            raise NotApplicableError(f"layer: an MLP's neurons reach the logits linearly only from its last hidden "
+                                     f"layer ({model.cfg.mlp_layers - 1}); got {layer}")
+        return W_U.T.clone()
     W_out = model.blocks[layer].mlp.W_out.detach().cpu()
     return W_U.T @ W_out
 
 
-def neuron_logit_fourier(model: Transformer, layer: int = 0, basis: Basis | None = None) -> np.ndarray:
+def neuron_logit_fourier(model: Model, layer: int | None = None, basis: Basis | None = None) -> np.ndarray:
     """``[n, d_mlp]``: ``W_L`` in the task's basis over the output (answer) axis."""
     basis = basis or model_basis(model)
     return basis.token_basis @ _numpy(neuron_logit_map(model, layer))
 
 
-def neuron_logit_fourier_norms(model: Transformer, layer: int = 0, basis: Basis | None = None) -> np.ndarray:
+def neuron_logit_fourier_norms(model: Model, layer: int | None = None, basis: Basis | None = None) -> np.ndarray:
     """Norm of ``W_L`` per output component, indexed by component."""
     basis = basis or model_basis(model)
     return frequency_norms(neuron_logit_fourier(model, layer, basis), basis=basis)
@@ -173,33 +222,32 @@ def grid_tokens(p: int, eq_token: int | None = None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def grid_logits(model: Transformer) -> torch.Tensor:
+def grid_logits(model: Model) -> torch.Tensor:
     """``[n, n, n]`` logits at the ``=`` position over every ``(a, b)`` and answer ``c``
     (the ``=`` logit dropped), float32."""
     n = _n_classes(model)
-    tokens = grid_tokens(n, model.eq_token).to(model.embed.W_E.device)
-    if _fast_unsupported(model.cfg) is None:
-        logits = _fast_logits(model, tokens[:, 0], tokens[:, 1])
-    else:
-        logits = model(tokens)[:, -1]
+    tokens = grid_tokens(n, model.eq_token).to(_device(model))
+    logits = exact_logits_fn(model.cfg)(model, tokens[:, 0], tokens[:, 1])
     return logits[:, :n].reshape(n, n, n).float().cpu()
 
 
 @torch.no_grad()
-def grid_cache(model: Transformer, names: Iterable[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One forward pass over every pair: ``([n, n, n] logits, cache of the named hooks)``."""
+def grid_cache(model: Model, names: Iterable[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward pass over every pair: ``([n, n, n] logits, cache of the named hooks)`` (the
+    cache as the hooks give it: a transformer's with its position axis, an MLP's without)."""
     n = _n_classes(model)
-    tokens = grid_tokens(n, model.eq_token).to(model.embed.W_E.device)
+    tokens = grid_tokens(n, model.eq_token).to(_device(model))
     logits, cache = model.run_with_cache(tokens, names_filter=list(names))
-    return logits[:, -1, :n].reshape(n, n, n).float().cpu(), {k: v.cpu() for k, v in cache.items()}
+    return _at_equals(model, logits)[:, :n].reshape(n, n, n).float().cpu(), {k: v.cpu() for k, v in cache.items()}
 
 
-def neuron_activations(model: Transformer, layer: int = 0) -> torch.Tensor:
-    """``[n, n, d_mlp]``: MLP activations (``hook_post``) at the ``=`` position over the grid."""
+def neuron_activations(model: Model, layer: int | None = None) -> torch.Tensor:
+    """``[n, n, d_mlp]``: MLP activations (``hook_post``) at the ``=`` position over the grid
+    (block 0 of a transformer, the last hidden layer of an MLP, by default)."""
     n = _n_classes(model)
-    name = f"blocks.{layer}.mlp.hook_post"
+    name = _post_hook(model, _neuron_layer(model, layer))
     _, cache = grid_cache(model, [name])
-    return cache[name][:, -1].reshape(n, n, -1)
+    return _at_equals(model, cache[name]).reshape(n, n, -1)
 
 
 def fourier_2d(grid: np.ndarray | torch.Tensor, basis: Basis | None = None) -> np.ndarray:
@@ -236,7 +284,7 @@ def logits_fourier_norms(logits: np.ndarray | torch.Tensor, basis: Basis | None 
 
 
 # --- key components of a model, and whether there is a circuit ---------------------------------------
-def key_frequencies(source: Transformer | np.ndarray, of: str = "neuron_logit", threshold: float | None = None,
+def key_frequencies(source: Model | np.ndarray, of: str = "neuron_logit", threshold: float | None = None,
                     max_keys: int | None = None, basis: Basis | None = None,
                     columns: float | None = None) -> KeyFrequencies:
     """Key components of a model's embedding (``of="embedding"``) or neuron-logit map
@@ -253,7 +301,7 @@ def key_frequencies(source: Transformer | np.ndarray, of: str = "neuron_logit", 
     ``freqs`` is empty, ``circuit`` False and ``reason`` says so. A task without group
     structure (basis kind 'none') never has a circuit.
     """
-    if isinstance(source, Transformer):
+    if isinstance(source, MODEL_TYPES):
         basis = basis or model_basis(source)
         if of == "embedding":
             coefficients = embedding_fourier(source, basis)
@@ -288,11 +336,11 @@ class NeuronFrequencies:
     alive: np.ndarray  # [d_mlp] bool: the activation varies over the grid
 
 
-def neuron_frequencies(source: Transformer | np.ndarray | torch.Tensor, layer: int = 0,
+def neuron_frequencies(source: Model | np.ndarray | torch.Tensor, layer: int | None = None,
                        basis: Basis | None = None) -> NeuronFrequencies:
     """Dominant component of every MLP neuron, from a model or from activations ``[n, n, d_mlp]``
     (for multiply/divide over the pairs of non-zero tokens, in the discrete-log basis)."""
-    if isinstance(source, Transformer):
+    if isinstance(source, MODEL_TYPES):
         basis = basis or model_basis(source)
         acts = neuron_activations(source, layer)
     else:
@@ -326,7 +374,7 @@ def neuron_frequencies(source: Transformer | np.ndarray | torch.Tensor, layer: i
     return NeuronFrequencies(freq, frac, fractions, alive)
 
 
-def neuron_clusters(neurons: NeuronFrequencies | Transformer,
+def neuron_clusters(neurons: NeuronFrequencies | Model,
                     threshold: float = NEURON_CLUSTER_THRESHOLD) -> dict[int | str, np.ndarray]:
     """Neurons grouped by dominant component: ``{component: neuron indices, ..., 'unclustered': rest}``.
 
@@ -335,7 +383,7 @@ def neuron_clusters(neurons: NeuronFrequencies | Transformer,
     0.9-0.99, e.g. 449 of 512 in the canonical p = 113 run, while neurons that mix
     frequencies sit at 0.2-0.8); dead neurons and the rest are 'unclustered'. Components ascending.
     """
-    if isinstance(neurons, Transformer):
+    if isinstance(neurons, MODEL_TYPES):
         neurons = neuron_frequencies(neurons)
     clustered = neurons.alive & (neurons.frac_explained >= threshold)
     out: dict[int | str, np.ndarray] = {}
@@ -346,11 +394,11 @@ def neuron_clusters(neurons: NeuronFrequencies | Transformer,
 
 
 # --- restricted and excluded loss of a model (definitions: grokking.restricted) ----------------------------
-def _logits(source: Transformer | np.ndarray | torch.Tensor) -> torch.Tensor:
-    return grid_logits(source) if isinstance(source, Transformer) else torch.as_tensor(_numpy(source))
+def _logits(source: Model | np.ndarray | torch.Tensor) -> torch.Tensor:
+    return grid_logits(source) if isinstance(source, MODEL_TYPES) else torch.as_tensor(_numpy(source))
 
 
-def restricted_loss(source: Transformer | np.ndarray | torch.Tensor, dataset: Dataset, key_freqs: Sequence[int],
+def restricted_loss(source: Model | np.ndarray | torch.Tensor, dataset: Dataset, key_freqs: Sequence[int],
                     split: str = "all", subspace: str = "paper") -> float:
     """Loss of the logits restricted to the key components, as Nanda et al. define it (see
     :mod:`grokking.restricted`; ``subspace`` picks one of our variants), in the task's basis:
@@ -359,20 +407,20 @@ def restricted_loss(source: Transformer | np.ndarray | torch.Tensor, dataset: Da
     return _restricted.restricted_loss(_logits(source), dataset, key_freqs, split, subspace)
 
 
-def excluded_loss(source: Transformer | np.ndarray | torch.Tensor, dataset: Dataset, key_freqs: Sequence[int],
+def excluded_loss(source: Model | np.ndarray | torch.Tensor, dataset: Dataset, key_freqs: Sequence[int],
                   split: str = "train", subspace: str = "paper") -> float:
     """Loss with the key directions removed from the logits, on the training pairs (Nanda et
     al.): it rises as the training fit comes to run through the circuit."""
     return _restricted.excluded_loss(_logits(source), dataset, key_freqs, split, subspace)
 
 
-def restricted_loss_abc(source: Transformer | np.ndarray | torch.Tensor, dataset: Dataset,
+def restricted_loss_abc(source: Model | np.ndarray | torch.Tensor, dataset: Dataset,
                         key_freqs: Sequence[int], split: str = "all") -> float:
     """Ours, not the paper's (add/subtract): :func:`restricted_loss` on cos/sin(w (a + b - c))."""
     return _restricted.restricted_loss_abc(_logits(source), dataset, key_freqs, split)
 
 
-def excluded_loss_abc(source: Transformer | np.ndarray | torch.Tensor, dataset: Dataset,
+def excluded_loss_abc(source: Model | np.ndarray | torch.Tensor, dataset: Dataset,
                       key_freqs: Sequence[int], split: str = "train") -> float:
     """Ours, not the paper's (add/subtract): :func:`excluded_loss` removing cos/sin(w (a + b - c))."""
     return _restricted.excluded_loss_abc(_logits(source), dataset, key_freqs, split)
@@ -397,7 +445,7 @@ def sum_squared_weights(model: torch.nn.Module) -> float:
 
 # --- one model, all the numbers ---------------------------------------------------------------------
 @torch.no_grad()
-def measure(model: Transformer, dataset: Dataset, key_freqs: Sequence[int], restricted_split: str = "all",
+def measure(model: Model, dataset: Dataset, key_freqs: Sequence[int], restricted_split: str = "all",
             excluded_split: str = "train", subspace: str = "paper", logits: torch.Tensor | None = None,
             splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, float]:
     """Every progress measure of one model (one forward pass over the grid), in its task's basis:
@@ -433,16 +481,19 @@ def measure(model: Transformer, dataset: Dataset, key_freqs: Sequence[int], rest
     return out
 
 
-def dataset_for(model: Transformer) -> Dataset:
+def dataset_for(model: Model) -> Dataset:
     """The dataset a model was configured for (its op, p, split and seed)."""
     cfg = model.cfg
-    return make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split)
+    return make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split, cfg.label_noise)
 
 
-def attention_to_inputs(source: Transformer | torch.Tensor, layer: int = 0) -> np.ndarray:
+def attention_to_inputs(source: Model | torch.Tensor, layer: int = 0) -> np.ndarray:
     """``[n_heads, 2, n, n]``: attention from the ``=`` position to ``a`` (index 0) and to
-    ``b`` (index 1), for every ``(a, b)``; from a model or its grid ``hook_pattern``."""
-    if isinstance(source, Transformer):
+    ``b`` (index 1), for every ``(a, b)``; from a transformer or its grid ``hook_pattern``
+    (an MLP has none: NotApplicableError)."""
+    if isinstance(source, MLP):
+        raise NotApplicableError(ATTENTION_NOT_APPLICABLE)
+    if isinstance(source, MODEL_TYPES):
         name = f"blocks.{layer}.attn.hook_pattern"
         _, cache = grid_cache(source, [name])
         source = cache[name]
@@ -467,7 +518,7 @@ def logit_component_norms(logits: torch.Tensor, dataset: Dataset, basis: Basis) 
     return frequency_norms(coefficients, basis=basis), effective_columns(coefficients, basis)
 
 
-def analyze_model(model: Transformer, dataset: Dataset | None = None,
+def analyze_model(model: Model, dataset: Dataset | None = None,
                   neuron_threshold: float = NEURON_CLUSTER_THRESHOLD) -> dict[str, Any]:
     """The analysis of one model in its task's basis, as JSON-ready numbers (no files).
 
@@ -483,11 +534,13 @@ def analyze_model(model: Transformer, dataset: Dataset | None = None,
     return analysis_and_arrays(model, dataset, neuron_threshold)[0]
 
 
-def analysis_and_arrays(model: Transformer, dataset: Dataset | None = None,
+def analysis_and_arrays(model: Model, dataset: Dataset | None = None,
                         neuron_threshold: float = NEURON_CLUSTER_THRESHOLD,
-                        layer: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+                        layer: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """:func:`analyze_model`'s numbers, and the arrays its figures need (``logits``,
-    ``neurons``, ``clusters``, ``attention``, ``basis``), from one forward pass over the grid."""
+    ``neurons``, ``clusters``, ``attention``, ``basis``), from one forward pass over the grid.
+    For an MLP ``attention`` is None and ``not_applicable`` says why (``{"attention": reason}``)."""
+    layer = _neuron_layer(model, layer)
     dataset = dataset or dataset_for(model)
     basis = model_basis(model)
     embed_coefficients, logit_coefficients = embedding_fourier(model, basis), neuron_logit_fourier(model, layer, basis)
@@ -496,14 +549,15 @@ def analysis_and_arrays(model: Transformer, dataset: Dataset | None = None,
     embed_key = key_components_of_norms(embed_norms, basis, "embedding", effective_columns(embed_coefficients, basis))
     logit_key = key_components_of_norms(logit_norms, basis, "neuron_logit", effective_columns(logit_coefficients, basis))
     used = logit_key.freqs
-    post, pattern = f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.attn.hook_pattern"
-    logits, cache = grid_cache(model, [post, pattern])
+    has_attention = not isinstance(model, MLP)
+    post, pattern = _post_hook(model, layer), f"blocks.{layer}.attn.hook_pattern"
+    logits, cache = grid_cache(model, [post, pattern] if has_attention else [post])
     n = logits.shape[0]
-    neurons = neuron_frequencies(cache[post][:, -1].reshape(n, n, -1), basis=basis)
+    neurons = neuron_frequencies(_at_equals(model, cache[post]).reshape(n, n, -1), basis=basis)
     clusters = neuron_clusters(neurons, neuron_threshold)
     alive = neurons.alive
     arrays = {"logits": logits, "neurons": neurons, "clusters": clusters, "basis": basis,
-              "attention": attention_to_inputs(cache[pattern])}
+              "attention": attention_to_inputs(cache[pattern]) if has_attention else None}
     logits = logits.double()
     keys: dict[str, Any] = {"embedding": embed_key.to_json(), "neuron_logit": logit_key.to_json()}
     logit_share, apart = None, None
@@ -550,6 +604,7 @@ def analysis_and_arrays(model: Transformer, dataset: Dataset | None = None,
         },
         "logits_key_share": logit_share,
         "pairs_apart": apart,
+        "not_applicable": {} if has_attention else {"attention": ATTENTION_NOT_APPLICABLE},
         "measures": measure(model, dataset, used, logits=logits),
     }, arrays
 
@@ -558,10 +613,11 @@ __all__ = [
     "NEURON_CLUSTER_THRESHOLD", "CIRCUIT_MIN_CONCENTRATION", "NULL_DRAWS", "SUBSPACES", "torch_threads",
     "fourier_basis", "n_frequencies", "basis_frequency", "model_basis", "frequency_norms", "embedding_fourier",
     "embedding_fourier_norms", "neuron_logit_map", "neuron_logit_fourier", "neuron_logit_fourier_norms",
-    "grid_tokens", "grid_logits", "grid_cache", "neuron_activations", "fourier_2d", "logits_fourier",
-    "logits_fourier_norms", "KeyFrequencies", "select_key_frequencies", "null_share", "effective_columns",
+    "embedding_matrix", "grid_tokens", "grid_logits", "grid_cache", "neuron_activations", "fourier_2d",
+    "logits_fourier", "logits_fourier_norms", "KeyFrequencies", "select_key_frequencies", "null_share", "effective_columns",
     "key_frequencies", "key_components_of_norms", "key_frequency_share", "NeuronFrequencies", "neuron_frequencies",
     "neuron_clusters", "restricted_and_excluded_logits", "task_split", "grid_splits", "grid_loss", "grid_accuracy",
     "restricted_loss", "excluded_loss", "restricted_loss_abc", "excluded_loss_abc", "gini", "sum_squared_weights",
     "measure", "dataset_for", "attention_to_inputs", "logit_component_norms", "analyze_model", "analysis_and_arrays",
+    "ATTENTION_NOT_APPLICABLE",
 ]

@@ -44,7 +44,15 @@ BRIDGE_MAJOR = 4
 
 
 class InteropError(ValueError):
-    """A TransformerLens model that our Transformer cannot represent (one-line message)."""
+    """A TransformerLens model that our Transformer cannot represent, or a model of ours that
+    TransformerLens cannot (one-line message)."""
+
+
+def _check_exportable(cfg: Config) -> None:
+    """Refuse an MLP (``model = mlp``): TransformerLens's models are transformers."""
+    if cfg.model != "transformer":
+        raise InteropError(f"cannot export model={cfg.model} to TransformerLens: only the transformer exports "
+                           f"(TransformerLens has no attention-free MLP architecture)")
 
 
 # --- which TransformerLens -----------------------------------------------------------------------------
@@ -78,6 +86,7 @@ def transformer_lens_config(cfg: Config, device: str | torch.device = "cpu",
                             dtype: torch.dtype = torch.float32) -> Any:
     """The TransformerLens config of the architecture ``cfg`` describes: a
     ``HookedTransformerConfig`` under 3.x, a ``TransformerBridgeConfig`` under 4.x."""
+    _check_exportable(cfg)
     tl = _transformer_lens()
     common = dict(
         n_layers=cfg.n_layers,
@@ -109,6 +118,7 @@ def tl_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
     """Our weights in TransformerLens's property layout (``HookedTransformer.state_dict()``'s
     names and shapes; the biases we lack are zero)."""
     cfg = model.cfg
+    _check_exportable(cfg)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     n_heads, d_head, d_model = cfg.n_heads, cfg.head_dim, cfg.d_model
     out: dict[str, torch.Tensor] = {
@@ -159,7 +169,8 @@ def to_transformer_lens(model: Transformer) -> nn.Module:
     eval mode. ``tl_model(tokens)`` gives our ``model(tokens)`` logits (float32 round-off),
     ``tl_model.run_with_cache(tokens)`` an ``ActivationCache`` with our activations at the
     shared hook names, on which TransformerLens's own analyses run
-    (``cache.decompose_resid``, ``cache.logit_attrs``, ...)."""
+    (``cache.decompose_resid``, ``cache.logit_attrs``, ...). An MLP is refused (InteropError)."""
+    _check_exportable(model.cfg)
     tl = _transformer_lens()
     first = next(model.parameters())
     tl_cfg = transformer_lens_config(model.cfg, first.device, first.dtype)
@@ -240,7 +251,7 @@ def config_from_transformer_lens(tl_cfg: Any, base: Config | None = None) -> Con
     base = base or Config()
     d_vocab, d_model, n_heads, d_head = tl_cfg.d_vocab, tl_cfg.d_model, tl_cfg.n_heads, tl_cfg.d_head
     p = d_vocab - 1 if group_size(base.op, d_vocab - 1) == d_vocab - 1 else base.p
-    architecture = dict(p=p, n_layers=tl_cfg.n_layers, d_model=d_model, n_heads=n_heads,
+    architecture = dict(p=p, model="transformer", n_layers=tl_cfg.n_layers, d_model=d_model, n_heads=n_heads,
                         d_head=0 if d_head * n_heads == d_model else d_head, d_mlp=tl_cfg.d_mlp,
                         act=tl_cfg.act_fn, layernorm=tl_cfg.normalization_type == "LN")
     try:

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import Dataset
-from .fast import last_position_logits, unsupported_reason
-from .model import Transformer
+from .factory import Model
+from .fast import exact_logits_fn
 
 
 @dataclass(frozen=True)
@@ -119,15 +119,15 @@ def pair_sequences(dataset: Dataset, split: str = "train") -> list[dict[str, tor
 class _Plain(torch.nn.Module):
     """The model under a name devinterp does not mistake for TransformerLens (it checks ``cfg.n_heads``)."""
 
-    def __init__(self, model: Transformer):
+    def __init__(self, model: Model):
         super().__init__()
         self.inner = model
+        self.logits_fn = exact_logits_fn(model.cfg)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Last-position logits of ``a b =`` (the exact fast path where the model allows it)."""
-        if unsupported_reason(self.inner.cfg) is None:
-            return last_position_logits(self.inner, tokens[:, 0], tokens[:, 1])
-        return self.inner(tokens)[:, -1]
+        """Last-position logits of ``a b =`` (the exact fast path where the model allows it; an
+        MLP's own logits)."""
+        return self.logits_fn(self.inner, tokens[:, 0], tokens[:, 1])
 
 
 def _pair_loss(n: int, eq_token: int) -> Any:
@@ -146,7 +146,7 @@ def _pair_loss(n: int, eq_token: int) -> Any:
     return loss
 
 
-def estimate_llc(model: Transformer, dataset: Dataset, settings: LLCSettings = DEFAULT_SETTINGS,
+def estimate_llc(model: Model, dataset: Dataset, settings: LLCSettings = DEFAULT_SETTINGS,
                  save_metrics: bool = False) -> dict[str, Any]:
     """The LLC of ``model`` on the training pairs of ``dataset``, from devinterp's ``sample``:
     per chain ``n_beta * (mean mini-batch loss over the draws - init loss)``, the burn-in steps
@@ -190,7 +190,7 @@ def estimate_llc(model: Transformer, dataset: Dataset, settings: LLCSettings = D
     return out
 
 
-def mala_acceptance(model: Transformer, dataset: Dataset, settings: LLCSettings = DEFAULT_SETTINGS,
+def mala_acceptance(model: Model, dataset: Dataset, settings: LLCSettings = DEFAULT_SETTINGS,
                     steps: int = 20, burn_in: int | None = None) -> dict[str, float]:
     """The Metropolis-adjusted Langevin acceptance probability of the SGLD proposal (devinterp
     1.x's ``MalaAcceptanceRate`` diagnostic, which 2.x dropped): ``steps`` proposals of the

@@ -3,7 +3,8 @@ memory computed from the config alone (:func:`estimate_memory`), refused in one 
 :func:`check_memory` when it exceeds what is available or ``--max-memory``.
 
 The estimate follows the path that will train (the CPU token-table product, the dense fast
-path or the hooked forward); ``tests/test_memory.py`` checks it against measured peak RSS.
+path or the hooked forward, or an MLP's forward); ``tests/test_memory.py`` checks it against
+measured peak RSS.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 from .config import Config, ConfigError
 from .evaluation import EVAL_CHUNK
 from .fast import unsupported_reason
+from .mlp import has_biases, input_width
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,7 +40,7 @@ _SEED_SPLIT_BYTES_PER_PAIR = 200
 class MemoryEstimate:
     """Peak memory a group of runs needs beyond what the process holds before it is built, in
     bytes, and its largest parts (``parts``: name -> bytes). ``path``: the training path it
-    assumes (``token tables``, ``fast`` or ``hooked``); ``device``: where the memory is."""
+    assumes (``token tables``, ``fast``, ``hooked`` or ``mlp``); ``device``: where the memory is."""
 
     total: int
     parts: dict[str, int]
@@ -61,8 +63,17 @@ def _n_pairs(cfg: Config) -> tuple[int, int]:
     return n_all, max(1, int(cfg.frac * n_all))
 
 
+def _mlp_matrices(cfg: Config) -> list[tuple[int, int]]:
+    """The shapes of an MLP model's matrices: its embedding (if any), hidden layers, unembedding."""
+    n, m = cfg.n_classes, cfg.d_mlp
+    embed = [(cfg.d_model, n)] if cfg.mlp_input == "embed" else []
+    return embed + [(m, input_width(cfg))] + [(m, m)] * (cfg.mlp_layers - 1) + [(m, n)]
+
+
 def parameter_count(cfg: Config) -> int:
     """Weights of one run's model (biases, LayerNorms and the embeddings included)."""
+    if cfg.model == "mlp":
+        return sum(r * c for r, c in _mlp_matrices(cfg)) + (cfg.mlp_layers * cfg.d_mlp if has_biases(cfg) else 0)
     d, v, h, dh, m = cfg.d_model, cfg.d_vocab, cfg.n_heads, cfg.head_dim, cfg.d_mlp
     ln = 2 * d if cfg.layernorm else 0
     block = 4 * h * dh * d + 2 * d * m + m + d + 2 * ln
@@ -79,6 +90,8 @@ def _state_factor(cfg: Config) -> float:
 
 
 def _training_path(cfg: Config, device: torch.device, stacked: bool) -> str:
+    if cfg.model == "mlp":
+        return "mlp"
     if unsupported_reason(cfg) is not None or not cfg.fast:
         return "hooked"
     if device.type == "cpu" and not stacked and not cfg.layernorm:
@@ -92,6 +105,15 @@ def _activations(cfg: Config, path: str, rows: int, k: int, grad: bool) -> int:
     log-softmax and, backwards, their gradients), which dominates when d_vocab is large."""
     d, v, h, dh, m = cfg.d_model, cfg.d_vocab, cfg.n_heads, cfg.head_dim, cfg.d_mlp
     b = rows * k
+    if path == "mlp":
+        # Per example: the embeddings, each layer's pre- and post-activation (and GELU's
+        # intermediate), the logits; the float64 loss over n classes; backwards, a layer's
+        # gradients at a time. The hooked transformer's heap factor of 1.5, to be safe.
+        n, acts = cfg.n_classes, cfg.mlp_layers * m * (3 if cfg.mlp_act == "gelu" else 2)
+        embed = 2 * d if cfg.mlp_input == "embed" else 0
+        kept = 4 * b * (embed + acts + n)
+        loss = (24 if grad else 20) * b * n
+        return int(1.5 * (kept + loss + (8 * b * (m + embed) if grad else 0)))
     mlp = m * (2 if cfg.act == "gelu" else 1)
     ln = 5 * d if cfg.layernorm else 0  # a LayerNorm keeps its centred input, scale and output
     if path == "token tables":
@@ -130,7 +152,10 @@ def estimate_memory(cfgs: Sequence[Config], device: torch.device | str | None = 
     n_train = max(_n_pairs(c)[1] for c in cfgs)
     params = parameter_count(cfg)
     state = sum(4 * params * _state_factor(c) for c in cfgs)
-    biggest = 4 * max(cfg.d_mlp * cfg.d_model, cfg.d_model * cfg.d_vocab, cfg.n_heads * cfg.head_dim * cfg.d_model)
+    if cfg.model == "mlp":
+        biggest = 4 * max(r * c for r, c in _mlp_matrices(cfg))
+    else:
+        biggest = 4 * max(cfg.d_mlp * cfg.d_model, cfg.d_model * cfg.d_vocab, cfg.n_heads * cfg.head_dim * cfg.d_model)
     if cfg.optimizer in ("orthoadamw", "muon"):
         state += 4 * biggest  # the orthogonalisation's and Newton-Schulz's temporaries
     build = 2 * 4 * params * k if stacked else 2 * biggest  # initial draws (stacked: the runs, then the stack)

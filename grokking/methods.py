@@ -6,8 +6,9 @@
   numerical stability"): s(x) = x + 1 for x >= 0, 1 / (1 - x) otherwise, p_i = s(x_i) / sum s.
 - ``orthoadamw``: their ⊥AdamW: each parameter's gradient loses its component along the
   weight and is rescaled to the original gradient norm, then AdamW steps.
-- ``muon``: Muon (Jordan et al. 2024) for the hidden matrices (attention and MLP weights),
-  AdamW for embeddings, unembedding and biases; decoupled weight decay on both.
+- ``muon``: Muon (Jordan et al. 2024) for the hidden matrices (attention and MLP weights; an
+  MLP model's hidden layers, the first one excepted when it reads one-hot codes: that one is its
+  embedding), AdamW for embeddings, unembedding and biases; decoupled weight decay on both.
 - Grokfast (Lee et al. 2024): ``ema`` adds lamb * EMA_alpha(grad); ``ma`` adds lamb * the
   mean of the last ``window`` gradients (nothing until the window is full, as in their code).
 """
@@ -182,8 +183,14 @@ class MuonAdamW(torch.optim.Optimizer):
                     p.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - beta1**t))
 
 
-def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
-    return p.ndim >= 2 and name.startswith("blocks.")
+def is_hidden_matrix(name: str, p: torch.Tensor, onehot_input: bool = False) -> bool:
+    """A matrix Muon steps: a transformer block's, or an MLP model's hidden layer's
+    (``layers.{i}.W_in``) except the first one's when the input is one-hot codes (an embedding)."""
+    if p.ndim < 2:
+        return False
+    if name.startswith("blocks."):
+        return True
+    return name.startswith("layers.") and not (onehot_input and name.startswith("layers.0."))
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module | Sequence[tuple[str, torch.Tensor]],
@@ -195,6 +202,7 @@ def build_optimizer(cfg: Config, model: torch.nn.Module | Sequence[tuple[str, to
         else list(model)
     params = [p for _, p in named]
     betas = (cfg.beta1, cfg.beta2)
+    onehot = cfg.model == "mlp" and cfg.mlp_input == "onehot"
     if cfg.optimizer in ("adamw", "orthoadamw"):
         opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=betas, eps=cfg.eps,
                                                        weight_decay=cfg.weight_decay, fused=fused)
@@ -204,9 +212,9 @@ def build_optimizer(cfg: Config, model: torch.nn.Module | Sequence[tuple[str, to
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     elif cfg.optimizer == "muon":
         opt = MuonAdamW([
-            dict(params=[p for n, p in named if is_hidden_matrix(n, p)], lr=cfg.muon_lr, muon=True,
+            dict(params=[p for n, p in named if is_hidden_matrix(n, p, onehot)], lr=cfg.muon_lr, muon=True,
                  weight_decay=cfg.weight_decay),
-            dict(params=[p for n, p in named if not is_hidden_matrix(n, p)], lr=cfg.lr, muon=False,
+            dict(params=[p for n, p in named if not is_hidden_matrix(n, p, onehot)], lr=cfg.lr, muon=False,
                  weight_decay=cfg.weight_decay),
         ], betas=betas, eps=cfg.eps, momentum=cfg.momentum)
     else:  # validated in config; kept for a clear message if the choices grow

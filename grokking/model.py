@@ -34,20 +34,26 @@ from .hooks import HookedRootModule, HookFn, HookPoint, NamedHooks  # noqa: F401
 
 class _Init:
     """Creates the weights: drawn from the seed's generator for one run, or left empty (on the
-    meta device, filled by ``load_state_dict(assign=True)``) with a leading run dimension."""
+    meta device, filled by ``load_state_dict(assign=True)``) with a leading run dimension.
 
-    def __init__(self, generator: torch.Generator | None, n_runs: int | None):
-        self.generator, self.n_runs = generator, n_runs
+    ``init_scale`` (Omnigrok's alpha) multiplies every initial weight, LayerNorm gains included;
+    at 1.0 no multiplication happens, so the weights are the seed's bit for bit."""
+
+    def __init__(self, generator: torch.Generator | None, n_runs: int | None, init_scale: float = 1.0):
+        self.generator, self.n_runs, self.init_scale = generator, n_runs, init_scale
+
+    def _scaled(self, t: torch.Tensor) -> nn.Parameter:
+        return nn.Parameter(t if self.init_scale == 1.0 else t * self.init_scale)
 
     def randn(self, *shape: int, scale: float) -> nn.Parameter:
         if self.n_runs is not None:
             return nn.Parameter(torch.empty(self.n_runs, *shape, device="meta"))
-        return nn.Parameter(torch.randn(*shape, generator=self.generator) / scale)
+        return self._scaled(torch.randn(*shape, generator=self.generator) / scale)
 
     def const(self, value: float, *shape: int) -> nn.Parameter:
         if self.n_runs is not None:
             return nn.Parameter(torch.empty(self.n_runs, *shape, device="meta"))
-        return nn.Parameter(torch.full(shape, value))
+        return self._scaled(torch.full(shape, value))
 
 
 def _align(t: torch.Tensor, x: torch.Tensor, stacked: bool) -> torch.Tensor:
@@ -200,7 +206,7 @@ class Transformer(HookedRootModule):
         super().__init__()
         self.cfg = cfg
         generator = None if n_runs is not None else torch.Generator().manual_seed(cfg.seed if seed is None else seed)
-        init = _Init(generator, n_runs)
+        init = _Init(generator, n_runs, cfg.init_scale)
         d_vocab = cfg.d_vocab
         self.embed = Embed(d_vocab, cfg.d_model, init)
         self.pos_embed = PosEmbed(self.n_ctx, cfg.d_model, init)

@@ -25,7 +25,7 @@ from .checkpoint import load_model, load_snapshot_state, run_snapshots
 from .data import Dataset
 from .fourier import (CIRCUIT_MIN_CONCENTRATION, NEURON_CLUSTER_THRESHOLD, analysis_and_arrays, dataset_for,
                       grid_splits, key_frequencies, logits_fourier_norms, measure, torch_threads)
-from .model import Transformer
+from .factory import MODEL_TYPES, Model
 
 # Default thresholds (see the docstrings that use them for the reasoning).
 ACC_MEMORISED = 0.99  # train accuracy at which the training set is fit (memorisation_end_acc)
@@ -44,7 +44,7 @@ SERIES_KEYS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc", "res
 
 
 # --- progress measures -------------------------------------------------------------------------------
-def _load_into(model: Transformer, state: dict[str, torch.Tensor], where: Any) -> None:
+def _load_into(model: Model, state: dict[str, torch.Tensor], where: Any) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     params = {name for name, _ in model.named_parameters()}
     if any(name in params for name in missing) or unexpected:
@@ -52,7 +52,7 @@ def _load_into(model: Transformer, state: dict[str, torch.Tensor], where: Any) -
                          f"(missing {sorted(set(missing) & params)[:3]}, unexpected {sorted(unexpected)[:3]})")
 
 
-def _points(source: str | Path | Sequence[tuple[int, Transformer]], dataset: Dataset | None,
+def _points(source: str | Path | Sequence[tuple[int, Model]], dataset: Dataset | None,
             skipped: list[tuple[Path, str]] | None = None):
     """``(model, dataset, points, final_state)``: points are (epoch, a model, or weights to load
     into ``model``: a snapshot path or a state_dict); the model holds the final weights. A run
@@ -76,9 +76,9 @@ def _points(source: str | Path | Sequence[tuple[int, Transformer]], dataset: Dat
     return model, dataset, points, final_state
 
 
-def _each_snapshot(model: Transformer, points: list[tuple[int, Any]]):
+def _each_snapshot(model: Model, points: list[tuple[int, Any]]):
     for epoch, item in points:
-        if isinstance(item, Transformer):
+        if isinstance(item, MODEL_TYPES):
             yield epoch, item
             continue
         state = item if isinstance(item, dict) else load_snapshot_state(item)[0]
@@ -86,7 +86,7 @@ def _each_snapshot(model: Transformer, points: list[tuple[int, Any]]):
         yield epoch, model
 
 
-def progress_measures(source: str | Path | Sequence[tuple[int, Transformer]], key_freqs: Sequence[int] | None = None,
+def progress_measures(source: str | Path | Sequence[tuple[int, Model]], key_freqs: Sequence[int] | None = None,
                       dataset: Dataset | None = None, restricted_split: str = "all", excluded_split: str = "train",
                       subspace: str = "paper", num_threads: int | None = 1,
                       skipped: list[tuple[Path, str]] | None = None) -> dict[str, np.ndarray]:
@@ -136,7 +136,7 @@ def llc_snapshot_epochs(epochs: Sequence[int], max_points: int | None = None) ->
     return [epochs[i] for i in sorted(chosen)]
 
 
-def llc_series(source: str | Path | Sequence[tuple[int, Transformer]], dataset: Dataset | None = None,
+def llc_series(source: str | Path | Sequence[tuple[int, Model]], dataset: Dataset | None = None,
                settings: llc.LLCSettings = llc.DEFAULT_SETTINGS, max_snapshots: int | None = None,
                num_threads: int | None = 1, skipped: list[tuple[Path, str]] | None = None) -> dict[str, Any]:
     """The local learning coefficient at the run's snapshots (:func:`grokking.llc.estimate_llc`,
@@ -318,7 +318,8 @@ def analyze(path: str | Path, out_dir: str | Path | None = None, neuron_threshol
 
     Everything is read in the task's basis (``analysis.json["basis"]``). Figures:
     ``fourier_spectra.png`` (embedding and neuron-logit map per component), ``neuron_clusters.png``,
-    ``logits_fourier.png``, ``attention.png`` and, for a run directory with at least two
+    ``logits_fourier.png``, ``attention.png`` (not for an MLP, which has no attention:
+    ``analysis.json["not_applicable"]``) and, for a run directory with at least two
     snapshots, ``progress.png`` (progress measures with phases, and the LLC at up to
     ``llc_snapshots`` of the snapshots, None: all). The LLC needs devinterp; without it (or with
     ``llc_settings=None``) it is skipped with a one-line note (``analysis.json["llc_note"]``, and
@@ -353,8 +354,9 @@ def _analyze(path: Path, out_dir: str | Path | None, neuron_threshold: float, ll
                             out / "neuron_clusters.png"),
         figures.save_figure(figures.plot_logits_fourier(ab_norms, c_norms, used, labels=labels, unit=unit, basis=name,
                                                         group_rows=basis.group_component), out / "logits_fourier.png"),
-        figures.save_figure(figures.plot_attention(arrays["attention"]), out / "attention.png"),
     ]
+    if arrays["attention"] is not None:  # an MLP has none: result["not_applicable"] says so
+        written.append(figures.save_figure(figures.plot_attention(arrays["attention"]), out / "attention.png"))
     result["progress"] = result["phases"] = result["phases_from"] = result["llc"] = None
     result["llc_note"] = None
     memorisation_rule = "no progress measures"

@@ -1,5 +1,6 @@
-"""A group of runs that one program trains: one :class:`~grokking.model.Transformer` (K = 1) or
-one :class:`~grokking.model.StackedTransformer` holding K runs.
+"""A group of runs that one program trains: one model (K = 1; a :class:`~grokking.model.Transformer`
+or an :class:`~grokking.mlp.MLP`, built by :func:`~grokking.factory.build_model`) or one
+:class:`~grokking.model.StackedTransformer` holding K transformer runs.
 
 Every method of :mod:`grokking.methods` (gradient filter, orthogonalised gradient, clipping,
 optimiser) is written for one run's parameter list; a stacked group applies it to each run's
@@ -17,6 +18,7 @@ import torch
 from .config import Config
 from .data import Dataset
 from .evaluation import FIGURE_KEYS, RunData, evaluate_runs, per_run_train_loss, weight_norms
+from .factory import Model, build_model
 from .fast import keep_freed_memory, select_logits_fn
 from .methods import (
     GradFilter,
@@ -27,7 +29,7 @@ from .methods import (
     set_learning_rate,
     warmup_factor,
 )
-from .model import StackedTransformer, Transformer
+from .model import StackedTransformer
 
 
 class RunGroup:
@@ -41,8 +43,8 @@ class RunGroup:
         if device.type == "cpu":
             keep_freed_memory()
         cfg = self.cfgs[0]
-        models = [Transformer(c).to(device) for c in self.cfgs]
-        self.model: Transformer = StackedTransformer.from_models(models) if stacked else models[0]
+        models = [build_model(c).to(device) for c in self.cfgs]
+        self.model: Model = StackedTransformer.from_models(models) if stacked else models[0]
         self.model.train()
         self.logits_fn, self.fast_reason = select_logits_fn(cfg)
         self.loss_fn = loss_function(cfg)
@@ -135,7 +137,10 @@ class RunGroup:
         self.model.train()
         norms = weight_norms(self.params).to(torch.float64)
         rows = torch.cat([figures, norms.unsqueeze(1)], 1).tolist()
-        return [(dict(zip(FIGURE_KEYS, row[:6])), row[6]) for row in rows]
+        keys = self.data.figure_keys
+        # A run without label noise, batched with some that have it, records no noise figures.
+        return [({k: v for k, v in zip(keys, row[:-1]) if k in FIGURE_KEYS or cfg.label_noise > 0}, row[-1])
+                for cfg, row in zip(self.cfgs, rows)]
 
     def finite(self, slot: int) -> bool:
         return math.isfinite(weight_norms([self.params[slot]])[0].item())

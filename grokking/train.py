@@ -41,7 +41,7 @@ from .engine import (  # noqa: F401 - re-exported: the training API's names
 from .fast import LogitsFn
 from .memory import check_memory, estimate_memory, resolve_device  # noqa: F401 - re-exported
 from .methods import GradFilter
-from .model import Transformer
+from .factory import Model
 from .monitor import make_callbacks
 from .rundir import (  # noqa: F401 - re-exported
     BUDGET_FIELDS,
@@ -86,7 +86,7 @@ class Trainer:
         self.progress, self.log = progress, log
         # Before anything is built: a config that cannot fit is refused, not left to exhaust the machine.
         check_memory(estimate_memory([cfg], self.device), cfg.max_memory)
-        dataset = make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split).to(self.device)
+        dataset = make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split, cfg.label_noise).to(self.device)
         self.group = RunGroup([cfg], [dataset], self.device, log=log)
         out = Path(out) if out is not None else None
         callbacks = list(callbacks or [])
@@ -123,7 +123,7 @@ class Trainer:
         return self._run.out
 
     @property
-    def model(self) -> Transformer:
+    def model(self) -> Model:
         return self.group.model
 
     @property

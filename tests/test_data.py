@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from grokking.config import Config, from_dict
 from grokking.data import OPERATIONS, is_prime, make_dataset, modular_inverse, seed_gen_train_test
 
 
@@ -30,6 +31,9 @@ EXPECTED = {
     "x3xy2y": lambda a, b, p: (a**3 + a * b**2 + b) % p,
     "x2xyy2x": lambda a, b, p: (a**2 + a * b + b**2 + a) % p,
     "oddsub": lambda a, b, p: (a * egcd_inverse(b, p)) % p if b % 2 == 1 else (a - b) % p,
+    # openai/grok's data.py: "+*" is a + b for even a, else a * b; "+-" the same with a - b.
+    "addmul": lambda a, b, p: (a + b) % p if a % 2 == 0 else (a * b) % p,
+    "addsub": lambda a, b, p: (a + b) % p if a % 2 == 0 else (a - b) % p,
 }
 
 
@@ -112,3 +116,35 @@ def test_random_split_partitions_pairs_and_depends_on_seed():
 def test_is_prime():
     assert [n for n in range(30) if is_prime(n)] == [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]
     assert np.all([is_prime(n) for n in (97, 113)])
+
+
+def test_openai_grok_names_of_the_mixed_operations_are_accepted():
+    assert from_dict({"op": "+*", "p": 7}).op == "addmul" and from_dict({"op": "+-", "p": 7}).op == "addsub"
+    assert Config(op="addmul", p=7).key() == from_dict({"op": "+*", "p": 7}).key()
+
+
+# --- label noise ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fraction", [0.1, 0.5])
+def test_label_noise_corrupts_that_fraction_of_training_labels_only_and_always_wrongly(fraction):
+    clean = make_dataset("add", 23, 0.4, seed=3)
+    noisy = make_dataset("add", 23, 0.4, seed=3, label_noise=fraction)
+    assert torch.equal(noisy.train_idx, clean.train_idx) and torch.equal(noisy.test_idx, clean.test_idx)
+    assert torch.equal(noisy.clean_labels, clean.labels)
+    rows = noisy.noisy_idx.tolist()
+    assert len(rows) == len(set(rows)) == round(fraction * len(clean.train_idx))
+    assert set(rows) <= set(clean.train_idx.tolist())
+    changed = (noisy.labels != clean.labels).nonzero().flatten().tolist()
+    assert sorted(changed) == sorted(rows)  # every corrupted label is wrong; nothing else moved
+    assert ((noisy.labels >= 0) & (noisy.labels < 23)).all()
+    again = make_dataset("add", 23, 0.4, seed=3, label_noise=fraction)
+    assert torch.equal(again.labels, noisy.labels) and torch.equal(again.noisy_idx, noisy.noisy_idx)
+    other = make_dataset("add", 23, 0.4, seed=4, label_noise=fraction)
+    assert not torch.equal(other.noisy_idx, noisy.noisy_idx[: len(other.noisy_idx)])
+
+
+def test_wrong_labels_are_uniform_over_the_wrong_answers():
+    noisy = make_dataset("add", 11, 0.9, seed=0, label_noise=0.999)
+    rows = noisy.noisy_idx
+    shift = ((noisy.labels[rows] - noisy.clean_labels[rows]) % 11).numpy()
+    counts = np.bincount(shift, minlength=11)
+    assert counts[0] == 0 and counts[1:].min() > 0.6 * counts[1:].mean()
