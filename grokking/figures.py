@@ -131,6 +131,28 @@ def curves_figure(records: Sequence[dict[str, Any]], title: str = "") -> Figure:
     return fig
 
 
+def label_noise_figure(runs: Mapping[str, Sequence[dict[str, Any]]], title: str = "") -> Figure:
+    """One panel per run (``label -> metrics records`` of runs with label noise): test accuracy,
+    accuracy on the clean training pairs, and on the corrupted ones against the wrong labels they
+    were trained on (memorised) and against their true answers (the rule overriding the noise)."""
+    fig = new_figure((4.2 * max(len(runs), 1), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(len(runs), 1), sharey=True))
+    lines = (("test_acc", "test pairs", COLORS["test"], "-"),
+             ("train_acc_clean", "clean training pairs", COLORS["train"], "-"),
+             ("train_acc_corrupted", "corrupted pairs: their wrong labels", COLORS["excluded"], ":"),
+             ("train_acc_corrupted_true", "corrupted pairs: true answers", COLORS["restricted"], "--"))
+    for ax, (label, records) in zip(axes, runs.items()):
+        epochs = [r["epoch"] for r in records]
+        for key, name, color, style in lines:
+            ax.plot(epochs, [r.get(key, math.nan) for r in records], color=color, linestyle=style, label=name)
+        ax.set_ylim(-0.02, 1.02)
+        style_axes(ax, "epoch", "accuracy" if ax is axes[0] else None, label, grid={})
+    axes[0].legend(fontsize=LEGEND_SIZE, loc="center right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def run_title(config: Mapping[str, Any]) -> str:
     """``add mod 113, 30% train, seed 0, lr 0.001, wd 1``: the task and recipe of a run."""
     return (f"{config['op']} mod {config['p']}, {config['frac']:.0%} train, seed {config['seed']}, "
@@ -340,6 +362,7 @@ def plot_progress(measures: Mapping[str, np.ndarray], phases: Mapping[str, int |
 
 __all__ = [
     "COLORS", "new_figure", "style_axes", "cycle_color", "is_number", "png_bytes", "save_figure", "curves_figure",
+    "label_noise_figure",
     "run_title", "plot_run", "plot_fourier_spectra", "plot_neuron_clusters", "plot_logits_fourier", "plot_attention",
     "plot_progress",
 ]

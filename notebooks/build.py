@@ -277,7 +277,7 @@ SWEEPS = [
                        "recipe, the `fast` preset and StableMax (Prieto et al. 2025).")),
     ("code", install_cell("")),
     ("code", SETUP + '''
-from grokking import Config, figures
+from grokking import Config, figures, sweep_figures
 from grokking.config import preset
 from grokking.sweep import plan_sweep, run_sweep, summarize_groups
 from grokking.train import read_metrics
@@ -301,7 +301,7 @@ rows = run_sweep(plan, backend="sequential", plot=False, log=lambda line: None)
 for row in rows:
     print(f"frac {row['frac']:.2f} seed {row['seed']}: {row['status']}, 99% test accuracy at step "
           f"{row['step_test_acc_99']} ({row['seconds']:.0f} s)")
-display(figures.fraction_figure(rows))'''),
+display(sweep_figures.fraction_figure(rows))'''),
     ("markdown", '''\
 Where the recipe is stable, the steps needed fall as the training fraction grows, as in Power et al.'s
 Figure 1. In the committed run, at 70% neither seed reached 99% within 1,000 epochs, nor even fit its
