@@ -30,6 +30,7 @@ from .fast import select_logits_fn
 from .figures import plot_run
 from .memory import resolve_device
 from .report import MAX_POINTS, write_report
+from .reproduce import EXPERIMENTS, SCALES, list_text, reproduce
 from .rundir import (
     CONFIG,
     METRICS,
@@ -311,6 +312,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if counts.get("failed") or counts.get("crashed") or held else 0
 
 
+# --- reproduce ---------------------------------------------------------------------------------------
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.list:
+        print(list_text())
+        return 0
+    if args.name is None:
+        raise UsageError(f"grokking reproduce: give NAME ({', '.join(EXPERIMENTS)}) or --list")
+    if args.paper_scale and args.scale != "laptop":
+        raise UsageError("grokking reproduce: --paper-scale and --scale are exclusive")
+    scale = "paper" if args.paper_scale else args.scale
+    try:
+        result = reproduce(args.name, args.out, scale, threads=args.threads, quiet=args.quiet, workers=args.workers)
+    except OSError as err:
+        raise StorageError(f"reproduce: {os_error_text(err)}") from None
+    print(result["markdown"])
+    out = Path(result["figure"]).parent
+    print(f"figure: {result['figure']}\ntable: {out / 'reproduce.md'}\nresults: {out / 'reproduce.json'}\n"
+          f"runs: {len(result['trained'])} trained, {len(result['reused'])} reused; {result['wall_seconds']:g} s")
+    return 0
+
+
 # --- the parser ----------------------------------------------------------------------------------------
 def build_parser() -> Parser:
     parser = Parser(prog="grokking", description="Reproduce and study grokking on modular arithmetic.")
@@ -441,6 +463,24 @@ def build_parser() -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(p)
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser(
+        "reproduce", help="run a published grokking experiment and compare it with the paper",
+        description="Run a published experiment (laptop scale by default), draw the paper's figure from our data "
+                    "and print a table: the quantity, the paper's number, ours, the conditions that differ. Writes "
+                    "the runs, NAME.png, reproduce.json and reproduce.md into --out; run again, it reuses finished "
+                    "runs. See docs/reproduce.md.")
+    p.add_argument("name", nargs="?", choices=list(EXPERIMENTS), metavar="NAME",
+                   help=f"one of {', '.join(EXPERIMENTS)}")
+    p.add_argument("--list", action="store_true", help="list the experiments, their papers and laptop wall times")
+    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/reproduce/NAME)")
+    p.add_argument("--paper-scale", action="store_true", help="the paper's scale (its epochs or its sweep)")
+    p.add_argument("--scale", choices=SCALES, default="laptop", help=argparse.SUPPRESS)  # smoke: the tests'
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (default 0: the config's choice)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="power2022: train this many sweep runs at once (process pool; default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or lines")
+    p.set_defaults(func=cmd_reproduce)
     return parser
 
 

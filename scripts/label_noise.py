@@ -25,7 +25,7 @@ def main() -> None:
     spec = load_sweep_file(ROOT / "sweeps" / "label_noise.toml")
     plan = plan_sweep(args.out, fixed=spec["fixed"], grid=spec["grid"])
     rows = run_sweep(plan, backend="batched", plot=False)
-    runs = {f"weight decay {row['weight_decay']:g}": read_metrics(row["run_dir"])
+    runs = {f"weight decay {row['weight_decay']:g}": read_metrics(Path(args.out) / row["run_dir"])
             for row in sorted(rows, key=lambda r: r["weight_decay"])}
     fig = label_noise_figure(runs, "add mod 97, 50% train, 10% of the training labels wrong (seed 0, AdamW lr 1e-2)")
     print(save_figure(fig, args.figure))
