@@ -83,6 +83,8 @@ def every_figure() -> dict[str, Figure]:
     rows = sweep_rows()
     return {
         "curves": figures.curves_figure(metrics_records(), "add mod 13"),
+        "curves_label_noise": figures.curves_figure(noisy_records(), "add mod 13, 10% label noise"),
+        "label_noise": figures.label_noise_figure({"weight decay 1": noisy_records(), "weight decay 3": noisy_records()}),
         "fourier_spectra": figures.plot_fourier_spectra(norms, norms[::-1].copy(), [2, 4]),
         "neuron_clusters": figures.plot_neuron_clusters(freq, frac, clusters, 0.85),
         "logits_fourier": figures.plot_logits_fourier(rng.uniform(0, 5, (p, p)), norms, [2, 4]),
@@ -101,6 +103,12 @@ def hollow_markers(ax) -> list[tuple[float, float]]:
             for xy in c.get_offsets()]
 
 
+def noisy_records() -> list[dict]:
+    """Records of a run with label noise: the three accuracies of the training pairs as well."""
+    return [{**r, "train_acc_clean": r["train_acc"], "train_acc_corrupted": 1 - r["test_acc"],
+             "train_acc_corrupted_true": r["test_acc"]} for r in metrics_records()]
+
+
 # --- every figure is a Figure -------------------------------------------------------------------------------
 def test_every_figure_function_returns_a_figure():
     drawn = every_figure()
@@ -111,7 +119,8 @@ def test_every_figure_function_returns_a_figure():
     public = {name for name in figures.__all__ if name.endswith("_figure") or name.startswith("plot_")}
     assert public - {"plot_run", "save_figure", "new_figure"} <= {
         "curves_figure", "plot_fourier_spectra", "plot_neuron_clusters", "plot_logits_fourier", "plot_attention",
-        "plot_progress", "fraction_figure", "heatmap_figure", "summary_figure", "comparison_figure"}
+        "plot_progress", "fraction_figure", "heatmap_figure", "summary_figure", "comparison_figure",
+        "label_noise_figure"}
 
 
 def test_save_figure_writes_a_png_that_decodes(tmp_path):
@@ -245,3 +254,14 @@ def test_figure_modules_never_reach_for_pyplot_or_global_state():
     caught = _global_state_uses("import matplotlib.pyplot as plt\nimport matplotlib\nmatplotlib.use('Agg')\n"
                                 "matplotlib.rcParams['x'] = 1\nfrom matplotlib import pyplot\n")
     assert sorted(set(caught)) == ["matplotlib.pyplot", "matplotlib.use", "rcParams"] and len(caught) == 4
+
+
+def test_the_curves_of_a_run_with_label_noise_draw_the_three_training_accuracies():
+    plain = figures.curves_figure(metrics_records()).axes[1]
+    noisy = figures.curves_figure(noisy_records()).axes[1]
+    labels = [line.get_label() for line in noisy.get_lines()]
+    assert len(noisy.get_lines()) == len(plain.get_lines()) + 3
+    assert {"train, clean pairs", "train, corrupted pairs (their wrong labels)",
+            "train, corrupted pairs (true labels)"} <= set(labels)
+    drawn = next(line for line in noisy.get_lines() if line.get_label() == "train, corrupted pairs (true labels)")
+    assert list(drawn.get_ydata()) == [r["train_acc_corrupted_true"] for r in noisy_records()]
