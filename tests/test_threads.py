@@ -1,8 +1,14 @@
 """The thread policy: a fixed count stays fixed; the automatic one keeps the faster count,
 tries again on schedule and when epochs slow down, and the process's count is restored."""
-import torch
+import json
 
+import torch
+from conftest import tiny_config
+from test_reliability import metrics_without_seconds
+
+from grokking.rundir import read_metrics
 from grokking.threads import ThreadPolicy, restored_threads
+from grokking.train import resume, train
 
 
 def drive(policy, seconds_by_threads, epochs, start=0):
@@ -57,12 +63,6 @@ def test_one_core_means_nothing_to_choose_and_the_count_is_restored():
 
 
 # --- in a real run ---------------------------------------------------------------------------------
-import json  # noqa: E402
-
-from conftest import tiny_config  # noqa: E402
-
-from grokking.rundir import read_metrics  # noqa: E402
-from grokking.train import resume, train  # noqa: E402
 
 
 def test_a_run_records_the_count_it_used_and_leaves_the_callers_count(tmp_path):
@@ -98,7 +98,5 @@ def test_a_fixed_count_resumes_bit_for_bit(tmp_path):
         train(cfg.replace(epochs=20), tmp_path / "parts", progress=False)
         torch.set_num_threads(1)  # another caller's count: the run's own is what counts
         resume(tmp_path / "parts", progress=False, epochs=40)
-        drop = ("seconds",)
-        whole = [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(tmp_path / "whole")]
-        parts = [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(tmp_path / "parts")]
+        whole, parts = metrics_without_seconds(tmp_path / "whole"), metrics_without_seconds(tmp_path / "parts")
         assert whole == parts and {r["threads"] for r in whole} == {2}
