@@ -28,8 +28,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .config import Config, ConfigError
-from .data import make_dataset
+from .config import Config, ConfigError, build_dataset
+from .data import task_kind
 from .engine import (  # noqa: F401 - re-exported: the batched API's names
     FIGURE_KEYS,
     Engine,
@@ -107,17 +107,20 @@ def _check_mlp_shapes(cfgs: Sequence[Config]) -> None:
             raise ConfigError(name, f"all runs of a batch must share the model shape; got {shown}")
 
 
-def choose_strategy(strategy: str, device: torch.device, model: str = "transformer") -> str:
+def choose_strategy(strategy: str, device: torch.device, model: str = "transformer", op: str = "add") -> str:
     """The strategy that will run: ``auto`` is stacked on CUDA and :data:`CPU_STRATEGY` on CPU,
-    and always separate for MLP runs (stacking is the transformer's)."""
+    and always separate for MLP runs (stacking is the transformer's) and for parity (each seed
+    draws its own bit strings, and a stacked model evaluates every run on the same examples)."""
     if strategy not in STRATEGIES:
         raise ConfigError("strategy", f"must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
     if strategy == "loop":
         return "separate"
-    if model == "mlp":
+    if model == "mlp" or task_kind(op) == "parity":
         if strategy == "stacked":
-            raise ConfigError("strategy", "stacked needs model = transformer (MLP runs train separately: "
-                                          "use separate or auto); got model = mlp")
+            why = ("model = transformer (MLP runs train separately: use separate or auto); got model = mlp"
+                   if model == "mlp" else "the same examples for every run; parity draws them from each run's "
+                   "seed (use separate or auto); got op = parity")
+            raise ConfigError("strategy", f"stacked needs {why}")
         return "separate"
     if strategy != "auto":
         return strategy
@@ -140,11 +143,11 @@ class BatchedTrainer:
             if len({o.resolve() for o in paths}) != len(paths):
                 raise ConfigError("outs", "two runs of the batch share a run directory")
         self.device = resolve_device(cfgs[0].device)
-        self.strategy = choose_strategy(strategy, self.device, cfgs[0].model)
+        self.strategy = choose_strategy(strategy, self.device, cfgs[0].model, cfgs[0].op)
         self.progress, self.log = progress, log
         check_memory(estimate_memory(cfgs, self.device, stacked=self.strategy == "stacked"),
                      min((c.max_memory for c in cfgs if c.max_memory), default=0.0), f"this batch of {len(cfgs)} runs")
-        datasets = [make_dataset(c.op, c.p, c.frac, c.seed, c.split, c.label_noise).to(self.device) for c in cfgs]
+        datasets = [build_dataset(c).to(self.device) for c in cfgs]
         if self.strategy == "stacked":
             group = RunGroup(cfgs, datasets, self.device, stacked=True, log=log)
             placed = [(group, k) for k in range(len(cfgs))]

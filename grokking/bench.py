@@ -52,8 +52,8 @@ from typing import Any
 import torch
 
 from . import seed_loop
-from .config import Config
-from .data import make_dataset
+from .config import Config, build_dataset
+from .data import task_kind
 from .errors import GrokkingError, InputError
 from .interop import DISTRIBUTION, INSTALL_HINT, InteropError, to_transformer_lens
 from .memory import resolve_device
@@ -155,7 +155,7 @@ class TransformerLensPeer:
 
     def __init__(self, cfg: Config, device: torch.device | str = "cpu"):
         self.model = to_transformer_lens(Transformer(cfg).to(device)).train()
-        dataset = make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split, cfg.label_noise).to(device)
+        dataset = build_dataset(cfg).to(device)
         self.tokens, self.labels = dataset.split("train")  # [N, 3] tokens a, b, '='; the answer
         # Matched by storage, as the bridge's parameter names are its wrapped modules', not its state_dict's.
         absent = {t.data_ptr() for k, t in self.model.state_dict().items() if k.endswith(_ABSENT_BIASES)}
@@ -300,8 +300,10 @@ def background_load(k: int) -> Iterator[list[int]]:
 
 
 # --- the bench ----------------------------------------------------------------------------------
-def check_bench_args(epochs: int, reps: int, background: int, model: str = "transformer") -> None:
+def check_bench_args(epochs: int, reps: int, background: int, model: str = "transformer", op: str = "add") -> None:
     """One-line InputErrors for values the bench cannot run with."""
+    if task_kind(op) != "table":
+        raise InputError(f"bench: --op must be a binary table (the seed loop trains 'a b ='); got {op}")
     if model != "transformer":
         raise InputError(f"bench: --model must be transformer (the seed loop and TransformerLens train the seed's "
                          f"transformer); got {model}")
@@ -318,12 +320,12 @@ def run_bench(cfg: Config, epochs: int, reps: int, reference: Path | None, grok:
     """Time every row ``reps`` times, interleaved (see the module's docstring); the result holds
     each row's median ms per epoch, every repetition's, the ratios, the thread counts each row
     ran at and what the machine was. The caller's thread count is restored."""
-    check_bench_args(epochs, reps, background, cfg.model)
+    check_bench_args(epochs, reps, background, cfg.model, cfg.op)
     device = resolve_device(cfg.device)
     process_threads = torch.get_num_threads()
     fixed = cfg.threads or process_threads  # the rows that have no thread policy of their own
     slow_epochs = max(epochs // 4, 5)  # the seed's and TransformerLens's loops are ~20x slower
-    n_train = len(make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split, cfg.label_noise).train_idx)
+    n_train = len(build_dataset(cfg).train_idx)
     tl_version = transformer_lens_version() if transformer_lens else None
     tl: dict[str, str] = ({"version": tl_version} if tl_version is not None
                           else {"skipped": "--no-transformer-lens"} if not transformer_lens else {"missing": INSTALL_HINT})

@@ -33,8 +33,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import rundir
-from .config import Config, ConfigError, from_dict
-from .data import Dataset, dataset_from_pairs, make_dataset
+from .config import Config, ConfigError, build_dataset, from_dict
+from .data import Dataset, dataset_from_pairs
 from .errors import InputError
 from .factory import Model, build_model
 from .rundir import (  # noqa: F401 - re-exported: they were defined here
@@ -367,7 +367,7 @@ def load_model(path: str | Path, **overrides: Any) -> Loaded:
     except (KeyError, TypeError):
         raise CheckpointError(f"{path}: no config in its metadata") from None
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    dataset = make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split, cfg.label_noise)
+    dataset = build_dataset(cfg)
     if "split.train_idx" in tensors:
         dataset.train_idx, dataset.test_idx = checked_split(tensors, len(dataset.labels), path)
     return Loaded(_build(cfg, state, path), cfg, dataset, meta, path, identity)
@@ -398,7 +398,7 @@ def _load_seed(path: Path, overrides: dict[str, Any]) -> Loaded:
         except (ValueError, TypeError, IndexError) as err:
             raise CheckpointError(f"{path}: bad train_data/test_data ({err})") from None
     else:
-        dataset = make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, "seed")
+        dataset = build_dataset(cfg, "seed")
     epoch = obj.get("epoch")
     meta = {"format": "seed", "epoch": int(epoch) if isinstance(epoch, int) else None, "config": cfg.to_dict()}
     return Loaded(_build(cfg, state, path), cfg, dataset, meta, path)

@@ -22,7 +22,7 @@ from .batched import CPU_STRATEGY, STRATEGIES, train_grid
 from .bench import find_reference, format_result, run_bench
 from .checkpoint import load_model
 from .config import FIELDS, PRESETS, Config, field_type, from_dict, load_file, markdown_table, preset
-from .data import OPERATION_ALIASES, OPERATIONS
+from .data import OPERATION_ALIASES, OPERATIONS, TOKEN_TASKS
 from .engine import evaluate
 from .errors import GrokkingError, InputError
 from .factory import MODELS
@@ -169,9 +169,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_ops(args: argparse.Namespace) -> int:
     aliases = {name: alias for alias, name in OPERATION_ALIASES.items()}
+    print("binary tables (inputs 'a b =', one answer token):")
     for name, op in OPERATIONS.items():
         also = f"   (--op {aliases[name]!r} too)" if name in aliases else ""
         print(f"{name:10s} {op.formula}{'   (needs prime p)' if op.needs_prime else ''}{also}")
+    print("\nsequence tasks (inputs 'x_1 .. x_L =', L answer tokens; --seq-len L, p symbols), "
+          "sparse parity (--parity-bits, --parity-k, --n-examples), images (model mlp only):")
+    for name, task in TOKEN_TASKS.items():
+        print(f"{name:10s} [{task.kind}] {task.formula}")
     print("\nmodels (--model):")
     for name, what in MODELS.items():
         print(f"{name:10s} {what}")

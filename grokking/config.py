@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import math
 import tomllib
@@ -18,10 +19,23 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .data import OPERATIONS, OPERATION_ALIASES, group_size, is_prime
+from .data import (
+    DIGITS_LEVELS,
+    DIGITS_PIXELS,
+    OPERATIONS,
+    OPERATION_ALIASES,
+    Dataset,
+    group_size,
+    is_prime,
+    make_dataset,
+    sequence_count,
+    task_kind,
+    task_names,
+)
 from .errors import InputError
 
 MAX_P = 1000  # p^2 pairs of 3 tokens; beyond this the full-batch table stops fitting anywhere
+MAX_SEQUENCES = 500_000  # a sequence task enumerates every list: beyond this, full-batch epochs take minutes
 
 
 class ConfigError(InputError):
@@ -43,10 +57,11 @@ def _f(default: Any, help: str, choices: tuple | None = None, min: float | None 
 @dataclass
 class Config:
     # --- task -------------------------------------------------------------------------
-    op: str = _f("add", "binary operation (see `grokking ops`)", choices=None, group="task")
-    p: int = _f(113, "modulus / number of residues (S5 operations ignore it: 120 permutations)",
-                min=2, max=MAX_P, group="task")
-    frac: float = _f(0.3, "fraction of all pairs used for training", min=0.0, max=1.0,
+    op: str = _f("add", "the task: a binary operation, a sequence task, parity or digits (see `grokking ops`)",
+                 choices=None, group="task")
+    p: int = _f(113, "modulus / number of residues; a sequence task's number of symbols (S5 operations, "
+                "parity and digits ignore it)", min=2, max=MAX_P, group="task")
+    frac: float = _f(0.3, "fraction of all pairs (examples) used for training", min=0.0, max=1.0,
                      min_open=True, max_open=True, group="task")
     seed: int = _f(0, "seed for the split, the initial weights and the data order", min=0,
                    max=2**31 - 1, group="task")
@@ -56,17 +71,26 @@ class Config:
     label_noise: float = _f(0.0, "fraction of the training pairs whose label is replaced by a random wrong "
                             "answer (drawn from the seed); test pairs keep theirs", min=0.0, max=1.0,
                             max_open=True, group="task")
+    seq_len: int = _f(5, "sequence tasks (sort, reverse, copy): the length of each list", min=1, max=64,
+                      group="task")
+    parity_bits: int = _f(40, "parity: bits per input string (Barak et al.'s n)", min=2, max=256, group="task")
+    parity_k: int = _f(3, "parity: bits whose XOR is the label (Barak et al.'s k)", min=1, max=256, group="task")
+    n_examples: int = _f(2000, "parity: distinct bit strings drawn (frac of them train)", min=2, max=10**6,
+                         group="task")
     # --- model ------------------------------------------------------------------------
     model: str = _f("transformer", "'transformer': the seed's; 'mlp': an MLP over the operands' embeddings or "
                     "one-hot codes (Gromov 2023 with mlp_act = quadratic, mlp_input = onehot)",
                     choices=("transformer", "mlp"), group="model")
-    mlp_input: str = _f("embed", "model = mlp: the operands as learned embeddings (d_model each, concatenated) "
-                        "or as concatenated one-hot codes", choices=("embed", "onehot"), group="model")
+    mlp_input: str = _f("embed", "model = mlp: the input tokens as learned embeddings (d_model each, "
+                        "concatenated), as concatenated one-hot codes, or as numbers ('value': each token's "
+                        "value scaled to [-1, 1]; parity's bits become -1, +1, the digits' pixels 0..16 "
+                        "-1..1)", choices=("embed", "onehot", "value"), group="model")
     mlp_act: str = _f("relu", "model = mlp: the hidden activation ('quadratic': x^2, as in Gromov 2023)",
                       choices=("relu", "gelu", "quadratic"), group="model")
     mlp_layers: int = _f(1, "model = mlp: hidden layers of width d_mlp", min=1, max=16, group="model")
-    init_scale: float = _f(1.0, "multiply every initial weight by this (Omnigrok's alpha)", min=0.0, max=1e3,
-                           min_open=True, group="model")
+    init_scale: float = _f(1.0, "multiply every initial weight by this (Omnigrok's alpha, over our init: "
+                           "randn / sqrt(fan_in), zero biases; not PyTorch's default, so the same alpha gives "
+                           "another norm)", min=0.0, max=1e3, min_open=True, group="model")
     n_layers: int = _f(1, "transformer blocks", min=1, max=64, group="model")
     d_model: int = _f(128, "residual stream width", min=1, max=8192, group="model")
     n_heads: int = _f(4, "attention heads", min=1, max=256, group="model")
@@ -138,6 +162,42 @@ class Config:
     def d_vocab(self) -> int:
         return self.n_classes + 1
 
+    @property
+    def task_kind(self) -> str:
+        """``table``, ``sequence``, ``parity`` or ``digits`` (:func:`grokking.data.task_kind`)."""
+        return task_kind(self.op)
+
+    @property
+    def n_ctx(self) -> int:
+        """Tokens per example: ``a b =`` (3), a sequence task's 2L, parity's bits and ``=``, 64 pixels."""
+        kind = self.task_kind
+        return {"table": 3, "sequence": 2 * self.seq_len, "parity": self.parity_bits + 1,
+                "digits": DIGITS_PIXELS}[kind]
+
+    @property
+    def n_inputs(self) -> int:
+        """The input tokens an MLP reads: the two operands, the list, the bits, the pixels."""
+        return {"table": 2, "sequence": self.seq_len, "parity": self.parity_bits, "digits": DIGITS_PIXELS}[self.task_kind]
+
+    @property
+    def n_symbols(self) -> int:
+        """Values an input token takes (``=`` aside): n for a table, p symbols, 2 bits, 17 grey levels."""
+        return {"table": self.n_classes, "sequence": self.p, "parity": 2, "digits": DIGITS_LEVELS}[self.task_kind]
+
+    @property
+    def output_len(self) -> int:
+        """Answer tokens per example: 1, or a sequence task's seq_len."""
+        return self.seq_len if self.task_kind == "sequence" else 1
+
+    @property
+    def n_all(self) -> int:
+        """Examples of the task, train and test together, from the config alone."""
+        kind, n = self.task_kind, self.n_classes
+        if kind == "table":
+            return n * (n - 1) if self.op == "divide" else n * n
+        return {"sequence": sequence_count(self.p, self.seq_len), "parity": self.n_examples,
+                "digits": 1797}[kind]
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -160,7 +220,8 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(Config)}
 
 # Fields added after the first release, with their defaults (see Config.key).
 LATER_FIELDS: dict[str, Any] = {name: FIELDS[name].default for name in
-                                ("label_noise", "model", "mlp_input", "mlp_act", "mlp_layers", "init_scale")}
+                                ("label_noise", "model", "mlp_input", "mlp_act", "mlp_layers", "init_scale",
+                                 "seq_len", "parity_bits", "parity_k", "n_examples")}
 
 
 def field_type(name: str) -> type:
@@ -257,7 +318,7 @@ def validate(cfg: Config) -> Config:
             if not meta["optional"]:
                 raise ConfigError(name, "must be set")
             continue
-        choices = tuple(OPERATIONS) if name == "op" else meta["choices"]
+        choices = task_names() if name == "op" else meta["choices"]
         if choices is not None and value not in choices:
             raise ConfigError(name, f"must be one of {', '.join(choices)}; got {_show(value)}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -266,18 +327,55 @@ def validate(cfg: Config) -> Config:
                 raise ConfigError(name, f"must be {'>' if meta['min_open'] else '>='} {lo}; got {_show(value, repr_=False)}")
             if hi is not None and (value > hi or (meta["max_open"] and value == hi)):
                 raise ConfigError(name, f"must be {'<' if meta['max_open'] else '<='} {hi}; got {_show(value, repr_=False)}")
-    if OPERATIONS[cfg.op].needs_prime and not is_prime(cfg.p):
+    kind = cfg.task_kind
+    if kind == "table" and OPERATIONS[cfg.op].needs_prime and not is_prime(cfg.p):
         raise ConfigError("p", f"operation {cfg.op!r} needs a prime p (modular inverse); got {cfg.p}")
+    if kind != "table":
+        _validate_token_task(cfg)
     if cfg.model == "mlp":
         _validate_mlp(cfg)
     elif cfg.d_head == 0 and cfg.d_model % cfg.n_heads:
         raise ConfigError("d_model", f"must be divisible by n_heads={cfg.n_heads} (or set d_head); got {cfg.d_model}")
-    n_pairs = cfg.n_classes ** 2
-    if int(cfg.frac * n_pairs) < 1 or int(cfg.frac * n_pairs) >= n_pairs - (cfg.n_classes if cfg.op == "divide" else 0):
-        raise ConfigError("frac", f"leaves an empty train or test set for {n_pairs} pairs; got {cfg.frac}")
+    if kind == "table":  # the seed split cuts all n^2 pairs, then drops the ones that do not exist
+        n_pairs = cfg.n_classes ** 2
+        empty = int(cfg.frac * n_pairs) < 1 or int(cfg.frac * n_pairs) >= cfg.n_all
+    else:
+        n_pairs = cfg.n_all
+        empty = int(cfg.frac * n_pairs) < 1 or int(cfg.frac * n_pairs) >= n_pairs
+    if empty:
+        unit = "pairs" if kind == "table" else "examples"
+        raise ConfigError("frac", f"leaves an empty train or test set for {n_pairs:,} {unit}; got {cfg.frac}")
     if cfg.epochs == 0 and cfg.max_steps == 0:
         pass  # an evaluation-only run of the initial weights is allowed
     return cfg
+
+
+def _validate_token_task(cfg: Config) -> None:
+    """The sizes of the tasks that are not tables, and what each allows."""
+    kind = cfg.task_kind
+    if kind == "sequence":
+        count = sequence_count(cfg.p, cfg.seq_len)
+        if cfg.seq_len > cfg.p:
+            raise ConfigError("seq_len", f"{cfg.op} lists hold distinct symbols: must be <= p = {cfg.p}; got {cfg.seq_len}")
+        if count > MAX_SEQUENCES:
+            raise ConfigError("p", f"{cfg.op} enumerates every list of seq_len = {cfg.seq_len} distinct symbols out of "
+                                   f"p: {count:,} lists, at most {MAX_SEQUENCES:,} allowed; got p = {cfg.p} "
+                                   f"(for example p = 10 with seq_len = 5: 30,240 lists)")
+        if cfg.label_noise > 0:
+            raise ConfigError("label_noise", f"is for one-token answers; {cfg.op} answers with seq_len tokens; "
+                                             f"must be 0; got {cfg.label_noise}")
+    if kind == "parity":
+        if cfg.parity_k > cfg.parity_bits:
+            raise ConfigError("parity_k", f"must be <= parity_bits = {cfg.parity_bits}; got {cfg.parity_k}")
+        if cfg.n_examples > 2 ** cfg.parity_bits:
+            raise ConfigError("n_examples", f"must be <= 2^parity_bits = {2 ** cfg.parity_bits} distinct strings; "
+                                            f"got {cfg.n_examples}")
+    if kind == "digits":
+        if cfg.model != "mlp":
+            raise ConfigError("model", f"digits are 64-pixel images, not tokens: must be mlp; got {cfg.model}")
+        if importlib.util.find_spec("sklearn") is None:
+            raise ConfigError("op", "digits needs scikit-learn, which is not installed: "
+                                    "pip install 'grokking-lab[digits]'")
 
 
 def _validate_mlp(cfg: Config) -> None:
@@ -310,6 +408,14 @@ def from_dict(d: dict[str, Any], base: Config | None = None) -> Config:
     return validate(Config(**values))
 
 
+def build_dataset(cfg: Config, split: str | None = None) -> Dataset:
+    """The dataset ``cfg`` trains on (``split`` overrides ``cfg.split``): the one place a config
+    becomes a :class:`~grokking.data.Dataset`."""
+    return make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, split or cfg.split, cfg.label_noise,
+                        seq_len=cfg.seq_len, parity_bits=cfg.parity_bits, parity_k=cfg.parity_k,
+                        n_examples=cfg.n_examples)
+
+
 def preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}; got {name!r}")
@@ -340,7 +446,7 @@ def markdown_table() -> str:
     rows = ["| field | default | allowed | meaning |", "|---|---|---|---|"]
     for name, f in FIELDS.items():
         meta = f.metadata
-        choices = tuple(OPERATIONS) if name == "op" else meta["choices"]
+        choices = task_names() if name == "op" else meta["choices"]
         if choices:
             allowed = ", ".join(choices)
         elif field_type(name) is bool:

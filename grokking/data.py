@@ -1,16 +1,32 @@
-"""Algorithmic datasets: binary operation tables, token sequences and train/test splits.
+"""Datasets: binary operation tables, sequence tasks, sparse parity, the digits images; splits.
 
-Every task is a binary operation on a finite set of ``n`` elements, given as a table
-``table[a, b] = c`` (all ints in ``[0, n)``), with optionally some pairs excluded
-(``divide`` has no ``b = 0``). Inputs are the three tokens ``a b =`` where ``=`` is token
-``n``, so the vocabulary has ``n + 1`` entries and the answer is one of the first ``n``.
+Four kinds of task (:func:`task_kind`), each a set of examples ``tokens [N, T]`` (the
+transformer's input) with answers over ``n`` classes:
 
-Adding an operation is one entry in ``OPERATIONS``: a :class:`Operation` whose ``table``
-function maps ``(p, seed)`` to the table and a boolean mask of the pairs that exist.
+- ``table``: a binary operation on ``n`` elements, ``table[a, b] = c`` (all ints in ``[0, n)``),
+  optionally with some pairs excluded (``divide`` has no ``b = 0``). Inputs are the three tokens
+  ``a b =`` where ``=`` is token ``n``, so the vocabulary has ``n + 1`` entries and the answer
+  is one of the first ``n``. Adding one is an entry in ``OPERATIONS``: an :class:`Operation`
+  whose ``table`` maps ``(p, seed)`` to the table and a boolean mask of the pairs that exist.
+- ``sequence`` (openai/grok's ``sort``, ``reverse``, ``copy``): every ordered list of ``L`` distinct
+  symbols out of ``p`` (``itertools.permutations(range(p), L)``, as openai/grok's lists), answered
+  by an ``L``-token list. The transformer reads ``x_1 .. x_L = y_1 .. y_{L-1}`` (``T = 2L``) and
+  predicts ``y_i`` at the position before it (teacher forcing, under the causal mask), so
+  ``labels`` is ``[N, L]``. An example counts as right only when all ``L`` tokens are, which under
+  teacher forcing is exactly greedy decoding's exact match (both fail at the first wrong token).
+- ``parity`` (Barak et al. 2022): ``n_examples`` strings of ``parity_bits`` bits drawn from the
+  seed (distinct), labelled by the XOR of the first ``parity_k`` bits; tokens ``x_1 .. x_n =``
+  with bits as tokens 0 and 1 and ``=`` token 2.
+- ``digits`` (Omnigrok, Liu et al. 2023): scikit-learn's bundled 8 x 8 handwritten digits,
+  1,797 images of 64 pixels with values 0..16, in 10 classes; ``tokens`` is the pixels
+  ``[N, 64]`` (no ``=``: only an MLP reads them). Needs the ``digits`` extra (scikit-learn).
+
+Every kind shares the splits (``frac`` of the examples train), label noise and the rest.
 """
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from dataclasses import dataclass
 from typing import Callable
@@ -151,33 +167,112 @@ OPERATIONS: dict[str, Operation] = {
 OPERATION_ALIASES: dict[str, str] = {"+*": "addmul", "+-": "addsub"}
 
 
+# --- tasks that are not binary tables ------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenTask:
+    """A task of kind ``sequence``, ``parity`` or ``digits`` (see the module docstring)."""
+    name: str
+    kind: str
+    formula: str
+
+
+TOKEN_TASKS: dict[str, TokenTask] = {
+    t.name: t
+    for t in [
+        TokenTask("sort", "sequence", "sort a list of seq_len distinct symbols out of p (openai/grok)"),
+        TokenTask("reverse", "sequence", "reverse a list of seq_len distinct symbols out of p (openai/grok)"),
+        TokenTask("copy", "sequence", "copy a list of seq_len distinct symbols out of p (openai/grok)"),
+        TokenTask("parity", "parity", "XOR of parity_k of parity_bits random bits (Barak et al. 2022)"),
+        TokenTask("digits", "digits", "scikit-learn's 8x8 handwritten digits, 10 classes (Omnigrok; model = mlp)"),
+    ]
+}
+DIGITS_CLASSES, DIGITS_PIXELS, DIGITS_LEVELS = 10, 64, 17  # pixel values 0..16
+
+
+def task_names() -> tuple[str, ...]:
+    """Every task ``--op`` accepts: the binary tables, then the others."""
+    return (*OPERATIONS, *TOKEN_TASKS)
+
+
+def task_kind(op: str) -> str:
+    """``table``, ``sequence``, ``parity`` or ``digits``."""
+    return "table" if op in OPERATIONS else TOKEN_TASKS[op].kind
+
+
+def task_formula(op: str) -> str:
+    return OPERATIONS[op].formula if op in OPERATIONS else TOKEN_TASKS[op].formula
+
+
+def sequence_count(p: int, length: int) -> int:
+    """Ordered lists of ``length`` distinct symbols out of ``p``: p! / (p - length)!."""
+    return math.perm(p, length) if length <= p else 0
+
+
+def sequence_examples(op: str, p: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens [N, 2L], labels [N, L])`` of a sequence task, lists in lexicographic order."""
+    lists = np.array(list(itertools.permutations(range(p), length)), dtype=np.int64).reshape(-1, length)
+    answers = {"sort": np.sort(lists, axis=1), "reverse": lists[:, ::-1], "copy": lists}[op]
+    eq = np.full((len(lists), 1), p, dtype=np.int64)
+    return np.concatenate([lists, eq, answers[:, :-1]], axis=1), np.ascontiguousarray(answers)
+
+
+def parity_examples(bits: int, k: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens [count, bits + 1], labels [count])``: distinct bit strings drawn uniformly from a
+    generator of their own (seeded by ``seed``), the label the XOR of the first ``k`` bits. Which
+    bits are relevant does not matter to a model that sees all positions alike (an MLP's first
+    layer, or a transformer's positions, carry no order prior), so they are the first ``k``."""
+    rng = np.random.default_rng([seed, bits, k, 0x9A71])
+    chosen: dict[bytes, None] = {}
+    while len(chosen) < count:  # distinct strings: a test string never repeats a training one
+        draw = rng.integers(0, 2, size=(count - len(chosen), bits), dtype=np.int64)
+        chosen.update(dict.fromkeys(row.tobytes() for row in draw))
+    x = np.frombuffer(b"".join(list(chosen)[:count]), dtype=np.int64).reshape(count, bits)
+    labels = x[:, :k].sum(1) % 2
+    return np.concatenate([x, np.full((count, 1), 2, dtype=np.int64)], axis=1), labels
+
+
+def digits_examples() -> tuple[np.ndarray, np.ndarray]:
+    """``(pixels [1797, 64] in 0..16, labels [1797])``: scikit-learn's bundled digits (no download)."""
+    try:
+        from sklearn.datasets import load_digits  # optional: the digits extra
+    except ImportError:
+        raise ImportError("op: digits needs scikit-learn: pip install 'grokking-lab[digits]'") from None
+    digits = load_digits()
+    return digits.data.astype(np.int64), digits.target.astype(np.int64)
+
+
 def register_operation(op: Operation) -> None:
     """Add a user-defined table; afterwards ``--op NAME`` and the sweep grid accept it."""
-    if op.name in OPERATIONS:
+    if op.name in OPERATIONS or op.name in TOKEN_TASKS:
         raise ValueError(f"operation {op.name!r} already exists")
     OPERATIONS[op.name] = op
 
 
 def group_size(op: str, p: int) -> int:
-    """Number of elements the operation acts on (the answer classes)."""
-    spec = OPERATIONS[op]
-    return spec.group_size(p) if spec.group_size else p
+    """Number of answer classes: the elements a table acts on, a sequence task's ``p`` symbols,
+    parity's 2, the digits' 10."""
+    kind = task_kind(op)
+    if kind == "table":
+        spec = OPERATIONS[op]
+        return spec.group_size(p) if spec.group_size else p
+    return {"sequence": p, "parity": 2, "digits": DIGITS_CLASSES}[kind]
 
 
 @dataclass
 class Dataset:
-    """All pairs of a task, with a train/test split.
+    """All examples of a task, with a train/test split.
 
-    ``tokens`` is ``[N, 3]`` (a, b, =) and ``labels`` ``[N]`` over every valid pair in
-    row-major (a, b) order; ``train_idx``/``test_idx`` index into them, in split order.
+    ``tokens`` is ``[N, T]`` (for a table ``[N, 3]``: a, b, =) and ``labels`` ``[N]``, or ``[N, L]``
+    for a sequence task, over every example (a table's valid pairs in row-major (a, b) order);
+    ``train_idx``/``test_idx`` index into them, in split order.
 
     With label noise, ``labels`` holds what the model is trained on: the rows in ``noisy_idx``
-    (training pairs only) carry a wrong answer, and ``clean_labels`` the true ones.
+    (training examples only) carry a wrong answer, and ``clean_labels`` the true ones.
     """
 
     op: str
     p: int
-    n: int  # number of elements (answer classes); '=' is token n
+    n: int  # number of answer classes; for the tasks with '=', '=' is token n
     tokens: torch.Tensor
     labels: torch.Tensor
     train_idx: torch.Tensor
@@ -193,12 +288,19 @@ class Dataset:
     def eq_token(self) -> int:
         return self.n
 
+    @property
+    def output_len(self) -> int:
+        """Answer tokens per example: 1, or a sequence task's L."""
+        return 1 if self.labels.dim() == 1 else self.labels.shape[1]
+
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         idx = {"train": self.train_idx, "test": self.test_idx}[which]
         return self.tokens[idx], self.labels[idx]
 
     def table(self) -> torch.Tensor:
-        """[n, n] answer table with -1 where the pair does not exist."""
+        """[n, n] answer table with -1 where the pair does not exist (binary tables only)."""
+        if task_kind(self.op) != "table":
+            raise ValueError(f"{self.op} is a {task_kind(self.op)} task, not a binary table")
         out = torch.full((self.n, self.n), -1, dtype=torch.long)
         out[self.tokens[:, 0], self.tokens[:, 1]] = self.labels
         return out
@@ -237,39 +339,67 @@ def corrupt_labels(labels: torch.Tensor, train_idx: torch.Tensor, n: int, fracti
     return noisy, rows
 
 
-def make_dataset(op: str, p: int, frac: float, seed: int, split: str = "seed", label_noise: float = 0.0) -> Dataset:
-    """Build the task table and split it.
-
-    ``split="seed"`` reproduces the seed's ``gen_train_test(frac, p, seed)``: the same pairs
-    in the same order (pairs that the operation excludes, such as ``b = 0`` for divide, are
-    then dropped from both halves). ``split="random"`` draws a permutation of the valid
-    pairs from a torch generator seeded with ``seed``; the train half is ``int(frac * N)``.
-    ``label_noise``: the fraction of training pairs given a wrong label (:func:`corrupt_labels`).
-    """
-    spec = OPERATIONS[op]
+def task_examples(op: str, p: int, seed: int, seq_len: int = 5, parity_bits: int = 40, parity_k: int = 3,
+                  n_examples: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens [N, T], labels [N] or [N, L])`` of every example of a task (not yet split):
+    a table's valid pairs in row-major order, or the examples of the other kinds."""
+    kind = task_kind(op)
+    if kind == "sequence":
+        return sequence_examples(op, p, seq_len)
+    if kind == "parity":
+        return parity_examples(parity_bits, parity_k, n_examples, seed)
+    if kind == "digits":
+        return digits_examples()
     n = group_size(op, p)
-    table, valid = spec.table(p, seed)
+    table, valid = OPERATIONS[op].table(p, seed)
     a, b = np.nonzero(valid)  # row-major order
-    tokens = torch.from_numpy(np.stack([a, b, np.full_like(a, n)], axis=1).astype(np.int64))
-    labels = torch.from_numpy(table[a, b].astype(np.int64))
-    row_of = -np.ones((n, n), dtype=np.int64)
-    row_of[a, b] = np.arange(len(a))
-    if split == "seed":
+    return np.stack([a, b, np.full_like(a, n)], axis=1).astype(np.int64), table[a, b].astype(np.int64)
+
+
+def make_dataset(op: str, p: int, frac: float, seed: int, split: str = "seed", label_noise: float = 0.0,
+                 **sizes: int) -> Dataset:
+    """Build the task's examples and split them.
+
+    ``split="seed"`` reproduces the seed's ``gen_train_test(frac, p, seed)`` on a table: the same
+    pairs in the same order (pairs that the operation excludes, such as ``b = 0`` for divide, are
+    then dropped from both halves); on the other kinds, the same procedure (Python's ``random``
+    seeded with ``seed``, one shuffle, the first ``int(frac * N)`` train) over the example rows.
+    ``split="random"`` draws a permutation of the examples from a torch generator seeded with
+    ``seed``; the train half is ``int(frac * N)``. ``label_noise``: the fraction of training
+    examples given a wrong label (:func:`corrupt_labels`; not for sequence tasks). ``sizes``: the
+    sizes of the other kinds (``seq_len``, ``parity_bits``, ``parity_k``, ``n_examples``; see
+    :func:`task_examples`).
+    """
+    n = group_size(op, p)
+    kind = task_kind(op)
+    tokens_np, labels_np = task_examples(op, p, seed, **sizes)
+    tokens, labels = torch.from_numpy(tokens_np), torch.from_numpy(labels_np)
+    count = len(labels)
+    if split == "seed" and kind == "table":
+        row_of = -np.ones((n, n), dtype=np.int64)
+        row_of[tokens_np[:, 0], tokens_np[:, 1]] = np.arange(count)
         train_pairs, test_pairs = seed_gen_train_test(frac, n, seed)
         train_rows = [row_of[i, j] for i, j, _ in train_pairs]
         test_rows = [row_of[i, j] for i, j, _ in test_pairs]
         train_idx = torch.tensor([r for r in train_rows if r >= 0], dtype=torch.long)
         test_idx = torch.tensor([r for r in test_rows if r >= 0], dtype=torch.long)
+    elif split == "seed":
+        rows = list(range(count))
+        random.Random(seed).shuffle(rows)
+        cut = int(frac * count)
+        train_idx, test_idx = torch.tensor(rows[:cut], dtype=torch.long), torch.tensor(rows[cut:], dtype=torch.long)
     elif split == "random":
         generator = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(len(a), generator=generator)
-        cut = int(frac * len(a))
+        perm = torch.randperm(count, generator=generator)
+        cut = int(frac * count)
         train_idx, test_idx = perm[:cut], perm[cut:]
     else:
         raise ValueError(f"split must be 'seed' or 'random', got {split!r}")
     if label_noise > 0:
-        noisy, rows = corrupt_labels(labels, train_idx, n, label_noise, seed)
-        return Dataset(op, p, n, tokens, noisy, train_idx, test_idx, rows, labels)
+        if labels.dim() != 1:
+            raise ValueError(f"label_noise is for one-token answers; {op} answers with {labels.shape[1]} tokens")
+        noisy, rows_noisy = corrupt_labels(labels, train_idx, n, label_noise, seed)
+        return Dataset(op, p, n, tokens, noisy, train_idx, test_idx, rows_noisy, labels)
     return Dataset(op, p, n, tokens, labels, train_idx, test_idx)
 
 

@@ -33,14 +33,12 @@ class RunData:
     Evaluation runs over every pair, the same for all runs (labels can differ: ``rand``).
     """
 
-    a: torch.Tensor  # [K, N] first operand of run k's training pairs, in its split order (padded)
-    b: torch.Tensor  # [K, N]
-    labels: torch.Tensor  # [K, N]
-    mask: torch.Tensor  # [K, N] float64: 1 for a real training pair, 0 for padding
+    tokens: torch.Tensor  # [K, N, T] run k's training examples, in its split order (padded)
+    labels: torch.Tensor  # [K, N] (a sequence task: [K, N, L])
+    mask: torch.Tensor  # [K, N] float64: 1 for a real training example, 0 for padding
     n_train: torch.Tensor  # [K] float64
-    all_a: torch.Tensor  # [M] every pair
-    all_b: torch.Tensor  # [M]
-    all_labels: torch.Tensor  # [K, M]
+    all_tokens: torch.Tensor  # [M, T] every example
+    all_labels: torch.Tensor  # [K, M] (or [K, M, L])
     in_train: torch.Tensor  # [K, M] bool
     in_test: torch.Tensor  # [K, M] bool
     noisy: torch.Tensor | None = None  # [K, M] bool: a training pair whose label was corrupted (None: no noise)
@@ -56,15 +54,18 @@ class RunData:
         device = datasets[0].tokens.device
         sizes = [len(d.train_idx) for d in datasets]
         n_runs, width = len(datasets), max(sizes)
-        a = torch.zeros(n_runs, width, dtype=torch.long, device=device)
-        b, labels = torch.zeros_like(a), torch.zeros_like(a)
+        first = datasets[0]
+        if any(not torch.equal(d.tokens, first.tokens) for d in datasets[1:]):
+            raise ValueError("runs evaluated together must share their examples (parity draws them from the seed)")
+        tokens = torch.zeros(n_runs, width, first.tokens.shape[1], dtype=torch.long, device=device)
+        labels = torch.zeros(n_runs, width, *first.labels.shape[1:], dtype=torch.long, device=device)
         mask = torch.zeros(n_runs, width, dtype=torch.float64, device=device)
         n_all = len(datasets[0].labels)
         in_train = torch.zeros(n_runs, n_all, dtype=torch.bool, device=device)
         in_test = torch.zeros_like(in_train)
         for k, d in enumerate(datasets):
             n = sizes[k]
-            a[k, :n], b[k, :n] = d.tokens[d.train_idx, 0], d.tokens[d.train_idx, 1]
+            tokens[k, :n] = d.tokens[d.train_idx]
             labels[k, :n] = d.labels[d.train_idx]
             mask[k, :n] = 1.0
             in_train[k, d.train_idx] = True
@@ -76,23 +77,34 @@ class RunData:
                 if d.noisy_idx is not None:
                     noisy[k, d.noisy_idx] = True
             clean = torch.stack([d.labels if d.clean_labels is None else d.clean_labels for d in datasets])
-        return cls(a, b, labels, mask, torch.tensor(sizes, dtype=torch.float64, device=device),
-                   datasets[0].tokens[:, 0], datasets[0].tokens[:, 1],
+        return cls(tokens, labels, mask, torch.tensor(sizes, dtype=torch.float64, device=device), first.tokens,
                    torch.stack([d.labels for d in datasets]), in_train, in_test, noisy, clean)
 
 
-def _stacked_logits(model: Transformer, logits_fn: LogitsFn, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    logits = logits_fn(model, a, b)
+def _stacked_logits(model: Transformer, logits_fn: LogitsFn, tokens: torch.Tensor) -> torch.Tensor:
+    logits = logits_fn(model, tokens)
     return logits if isinstance(model, StackedTransformer) else logits.unsqueeze(0)
+
+
+def example_loss(cfg: Config, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Float64 loss per example, ``labels``' shape less a sequence task's position dimension:
+    one answer token's loss, or the mean over a sequence's L answer tokens."""
+    per_token = per_example_loss(cfg, logits.flatten(0, labels.dim() - 1), labels.flatten()).view_as(labels)
+    return per_token if cfg.output_len == 1 else per_token.mean(-1)
+
+
+def example_hits(logits: torch.Tensor, labels: torch.Tensor, output_len: int) -> torch.Tensor:
+    """Whether each example's answer is right: its argmax, or all L tokens of a sequence's."""
+    hit = logits.argmax(-1) == labels
+    return hit if output_len == 1 else hit.all(-1)
 
 
 def per_run_train_loss(model: Transformer, data: RunData, cfg: Config,
                        logits_fn: LogitsFn = last_position_logits) -> torch.Tensor:
     """``[K]`` float64: run k's mean loss over its own training pairs. Their sum is the batch's
     objective, so the gradient reaching run k's weights is the one it would get alone."""
-    logits = _stacked_logits(model, logits_fn, data.a, data.b)
-    per_example = per_example_loss(cfg, logits.flatten(0, 1), data.labels.flatten()).view_as(data.mask)
-    return (per_example * data.mask).sum(1) / data.n_train
+    logits = _stacked_logits(model, logits_fn, data.tokens)
+    return (example_loss(cfg, logits, data.labels) * data.mask).sum(1) / data.n_train
 
 
 @torch.no_grad()
@@ -101,17 +113,17 @@ def evaluate_runs(model: Transformer, data: RunData, cfg: Config, logits_fn: Log
     all-pair accuracy (:data:`FIGURE_KEYS`), from one pass over every pair; with label noise
     ``[K, 9]``, then the accuracies of :data:`NOISE_KEYS` (``data.figure_keys`` names them).
     A run without noise in a batch with some gets NaN there."""
-    n_runs, n_all = data.all_labels.shape
-    chunk = max(1, EVAL_CHUNK // n_runs)
+    n_runs, n_all = data.all_labels.shape[:2]
+    answers = cfg.output_len
+    chunk = max(1, EVAL_CHUNK // (n_runs * answers))
     losses, hits, true_hits = [], [], []
     for start in range(0, n_all, chunk):
         labels = data.all_labels[:, start : start + chunk]
-        logits = _stacked_logits(model, logits_fn, data.all_a[start : start + chunk], data.all_b[start : start + chunk])
-        losses.append(per_example_loss(cfg, logits.flatten(0, 1), labels.flatten()).view_as(labels))
-        predicted = logits.argmax(-1)
-        hits.append((predicted == labels).to(torch.float64))
+        logits = _stacked_logits(model, logits_fn, data.all_tokens[start : start + chunk])
+        losses.append(example_loss(cfg, logits, labels))
+        hits.append(example_hits(logits, labels, answers).to(torch.float64))
         if data.clean_labels is not None:
-            true_hits.append((predicted == data.clean_labels[:, start : start + chunk]).to(torch.float64))
+            true_hits.append(example_hits(logits, data.clean_labels[:, start : start + chunk], answers).to(torch.float64))
     loss, hit = torch.cat(losses, 1), torch.cat(hits, 1)
 
     def mean_over(x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,9 @@ def unsupported_reason(cfg: Config) -> str | None:
     """None if the fast path computes this configuration exactly, else why not."""
     if cfg.model == "mlp":
         return MLP_REASON
+    if cfg.task_kind != "table":
+        return (f"op={cfg.op}: a {cfg.task_kind} task has {cfg.n_ctx} tokens per example; the fast path is for "
+                f"the 3 tokens 'a b ='")
     if cfg.n_layers != 1:
         return f"n_layers={cfg.n_layers}: positions 0 and 1 depend on both tokens after the first layer"
     return None
@@ -97,17 +100,18 @@ def _per_run_tokens(n_runs: int, a: torch.Tensor) -> torch.Tensor:
     return a.expand(n_runs, -1) if a.dim() == 1 else a
 
 
-def last_position_logits(model: Model, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def last_position_logits(model: Model, tokens: torch.Tensor) -> torch.Tensor:
     """Logits at the ``=`` position for inputs ``a b =``, equal to ``model(tokens)[..., -1, :]``
     within float32 round-off (an MLP: its logits, :func:`~grokking.mlp.mlp_logits`).
 
-    For one model, ``a, b`` are ``[B]`` and the logits ``[B, d_vocab]``. For a
-    :class:`~grokking.model.StackedTransformer`, ``a, b`` are ``[K, B]`` (or ``[B]`` for every
-    run) and the logits ``[K, B, d_vocab]``. One computation serves both: a single model's
-    weights are read as a stack of one."""
+    For one model, ``tokens`` is ``[B, 3]`` and the logits ``[B, d_vocab]``. For a
+    :class:`~grokking.model.StackedTransformer`, ``tokens`` is ``[K, B, 3]`` (or ``[B, 3]`` for
+    every run) and the logits ``[K, B, d_vocab]``. One computation serves both: a single model's
+    weights are read as a stack of one. Only the operands are read (the third token is ``=``)."""
     if isinstance(model, MLP):
-        return mlp_logits(model, a, b)
+        return mlp_logits(model, tokens)
     stacked = isinstance(model, StackedTransformer)
+    a, b = tokens[..., 0], tokens[..., 1]
 
     def lead(t: torch.Tensor) -> torch.Tensor:  # every weight with its run dimension
         return t if stacked else t.unsqueeze(0)
@@ -118,7 +122,6 @@ def last_position_logits(model: Model, a: torch.Tensor, b: torch.Tensor) -> torc
     n_runs, n_heads, d_head, d_model = W_Q.shape
     W_E, W_pos = lead(model.embed.W_E), lead(model.pos_embed.W_pos)  # [K, d_model, V], [K, 3, d_model]
     d_vocab = W_E.shape[-1]
-    a_in, b_in = a, b  # the token-table plan is cached by the identity of the caller's tensors
     a, b = (_per_run_tokens(n_runs, a), _per_run_tokens(n_runs, b)) if stacked else (a[None], b[None])
     ln1 = getattr(block, "ln1", None)
 
@@ -137,7 +140,7 @@ def last_position_logits(model: Model, a: torch.Tensor, b: torch.Tensor) -> torc
 
     # One table row per (run, position, token): [score per head | value per head]; the
     # token-table product keeps the values in its own tables, so it gathers only the scores.
-    token_tables = not stacked and uses_token_tables(model, a)
+    token_tables = not stacked and uses_token_tables(model, tokens)
     table = scores01 if token_tables else torch.cat([scores01, kv01[:, :, :, 1].flatten(-2)], -1)
     run_offset = torch.arange(n_runs, device=a.device).unsqueeze(1) * (2 * d_vocab)
     rows = F.embedding(torch.stack([a + run_offset, b + d_vocab + run_offset], -1),
@@ -146,7 +149,7 @@ def last_position_logits(model: Model, a: torch.Tensor, b: torch.Tensor) -> torc
     scores = torch.cat([rows[..., :n_heads], score_eq[:, None, None].expand(n_runs, n_examples, 1, n_heads)], 2)
     pattern = torch.softmax(scores, dim=2)  # [K, B, 3, H]
     if token_tables:
-        return _logits_through_token_tables(model, a_in, b_in, pattern[0], kv01[0, :, :, 1], kv_eq[0, 1], resid_eq[0])
+        return _logits_through_token_tables(model, tokens, pattern[0], kv01[0, :, :, 1], kv_eq[0, 1], resid_eq[0])
     values01 = rows[..., n_heads:].view(n_runs, n_examples, 2, n_heads, d_head)
     pattern = pattern.unsqueeze(-1)
     z = (pattern[:, :, :2] * values01).sum(2) + pattern[:, :, 2] * kv_eq[:, 1, None]  # [K, B, H, d_head]
@@ -178,10 +181,10 @@ def last_position_logits(model: Model, a: torch.Tensor, b: torch.Tensor) -> torc
 # per CPU epoch of the canonical run at 1 and 2 threads. It is not used on CUDA, where dense
 # products are what the device is best at (unmeasured: no GPU here).
 
-def uses_token_tables(model: Transformer, a: torch.Tensor) -> bool:
+def uses_token_tables(model: Transformer, tokens: torch.Tensor) -> bool:
     """Whether :func:`last_position_logits` takes the token-table product for these inputs."""
     block = model.blocks[0]
-    return a.device.type == "cpu" and not hasattr(block, "ln2") and not hasattr(model, "ln_final")
+    return tokens.device.type == "cpu" and not hasattr(block, "ln2") and not hasattr(model, "ln_final")
 
 
 class _BagPlan:
@@ -190,20 +193,21 @@ class _BagPlan:
     gradient), and the same lookups grouped by row (a CSR transpose), which turns the table's
     gradient into another embedding bag."""
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, n_heads: int, d_vocab: int):
+    def __init__(self, tokens: torch.Tensor, n_heads: int, d_vocab: int):
+        a, b = tokens[:, 0], tokens[:, 1]
         n = a.shape[0]
         head_base = torch.arange(n_heads, device=a.device)[:, None] * (2 * d_vocab)  # row = h*2V + pos*V + token
         self.rows = torch.stack([head_base + a[:, None, None], head_base + d_vocab + b[:, None, None]], -1)
         self.rows = self.rows.reshape(n, 2 * n_heads)  # (head, position) order: increasing
         self.n_rows = 2 * n_heads * d_vocab
-        self.key = (a._version, b._version, n_heads, d_vocab)
-        self.a, self.b = a, b
+        self.key = (tokens._version, n_heads, d_vocab)
+        self.tokens = tokens
         # Built on the first backward pass only: evaluation (no_grad) needs just the rows.
         self._pattern: torch.Tensor | None = None
         self._transpose: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def matches(self, a: torch.Tensor, b: torch.Tensor, n_heads: int, d_vocab: int) -> bool:
-        return self.a is a and self.b is b and self.key == (a._version, b._version, n_heads, d_vocab)
+    def matches(self, tokens: torch.Tensor, n_heads: int, d_vocab: int) -> bool:
+        return self.tokens is tokens and self.key == (tokens._version, n_heads, d_vocab)
 
     def pattern(self) -> torch.Tensor:
         if self._pattern is None:
@@ -225,13 +229,13 @@ class _BagPlan:
         return self._transpose
 
 
-_last_plan: _BagPlan | None = None  # full-batch training passes the same (a, b) every step
+_last_plan: _BagPlan | None = None  # full-batch training passes the same tokens every step
 
 
-def _bag_plan(a: torch.Tensor, b: torch.Tensor, n_heads: int, d_vocab: int) -> _BagPlan:
+def _bag_plan(tokens: torch.Tensor, n_heads: int, d_vocab: int) -> _BagPlan:
     global _last_plan
-    if _last_plan is None or not _last_plan.matches(a, b, n_heads, d_vocab):
-        _last_plan = _BagPlan(a, b, n_heads, d_vocab)
+    if _last_plan is None or not _last_plan.matches(tokens, n_heads, d_vocab):
+        _last_plan = _BagPlan(tokens, n_heads, d_vocab)
     return _last_plan
 
 
@@ -266,7 +270,7 @@ class _TokenTableMix(torch.autograd.Function):
         return grad_T_pre, grad_T_logits, g_pre.sum(0), g_logits.sum(0), grad_w.view_as(w), None
 
 
-def _logits_through_token_tables(model: Transformer, a: torch.Tensor, b: torch.Tensor, pattern: torch.Tensor,
+def _logits_through_token_tables(model: Transformer, tokens: torch.Tensor, pattern: torch.Tensor,
                                  value_table: torch.Tensor, value_eq: torch.Tensor, resid_eq: torch.Tensor
                                  ) -> torch.Tensor:
     attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
@@ -280,7 +284,7 @@ def _logits_through_token_tables(model: Transformer, a: torch.Tensor, b: torch.T
         W_z = W_read @ attn.W_O  # [n_out, H*d_head]
         tables.append(torch.bmm(relative_values, W_z.view(-1, n_heads, d_head).permute(1, 2, 0)).flatten(0, 1))
         constants.append(W_read @ resid_eq + W_z @ value_eq.flatten() + bias)  # '=' fully attended, per head
-    plan = _bag_plan(a, b, n_heads, d_vocab)
+    plan = _bag_plan(tokens, n_heads, d_vocab)
     weights = pattern[:, :2].transpose(1, 2).flatten(1)  # [B, 2H], (head, position) as the plan's rows
     pre, resid_logits = _TokenTableMix.apply(*tables, *constants, weights, plan)
     W_post = mlp.W_out.T @ W_U  # [d_mlp, V]: the MLP's output read straight into the logits
@@ -307,17 +311,18 @@ class _ReluThenProduct(torch.autograd.Function):
         return g_post, post.T @ g, g
 
 
-def hooked_last_position_logits(model: Model, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The reference computation: the full hooked forward pass, last position (one model or
-    stacked); an MLP's forward has no positions (:func:`~grokking.mlp.mlp_logits`)."""
+def hooked_last_position_logits(model: Model, tokens: torch.Tensor) -> torch.Tensor:
+    """The reference computation: the full hooked forward pass at the answer positions (the
+    last; a sequence task's last ``seq_len``), one model or stacked; an MLP's forward has no
+    positions (:func:`~grokking.mlp.mlp_logits`)."""
     if isinstance(model, MLP):
-        return mlp_logits(model, a, b)
-    if isinstance(model, StackedTransformer):
-        a, b = _per_run_tokens(model.n_runs, a), _per_run_tokens(model.n_runs, b)
-    tokens = torch.stack([a, b, torch.full_like(a, model.eq_token)], -1)
-    return model(tokens)[..., -1, :]
+        return mlp_logits(model, tokens)
+    logits = model(tokens)
+    answers = model.cfg.output_len
+    return logits[..., -1, :] if answers == 1 else logits[..., -answers:, :]
 
 
-#: ``logits_fn(model, a, b)``: ``[B, d_vocab]`` for a transformer ('=' included), ``[B, n]`` for an MLP,
-#: ``[K, B, d_vocab]`` for a stacked transformer. Labels are < n, so the loss and argmax read them alike.
-LogitsFn = Callable[[Model, torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``logits_fn(model, tokens)``: ``[B, d_vocab]`` for a transformer ('=' included), ``[B, n]`` for an
+#: MLP, ``[K, B, d_vocab]`` for a stacked transformer, with a position dimension before the last for
+#: a sequence task's answers (``[B, L, d_vocab]``). Labels are < n, so the loss and argmax read them alike.
+LogitsFn = Callable[[Model, torch.Tensor], torch.Tensor]

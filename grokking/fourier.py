@@ -48,7 +48,8 @@ import numpy as np
 import torch
 
 from . import restricted as _restricted
-from .data import Dataset, make_dataset
+from .config import Config, build_dataset
+from .data import Dataset
 from .errors import NotApplicableError
 from .factory import MODEL_TYPES, Model
 from .fast import exact_logits_fn  # the exact last-position forward (3x less work than the hooked one)
@@ -108,7 +109,17 @@ def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
 
+def check_table_task(cfg: Config) -> None:
+    """Raise NotApplicableError unless the task is a binary table: the Fourier analysis reads
+    functions on the (a, b) grid, which a sequence task, parity or the digits do not have."""
+    if cfg.task_kind != "table":
+        raise NotApplicableError(f"op: {cfg.op} is a {cfg.task_kind} task; the Fourier analysis, progress "
+                                 f"measures and circuits are for binary tables (a b =): see the run's curves "
+                                 f"and report instead")
+
+
 def _n_classes(model: Model) -> int:
+    check_table_task(model.cfg)
     return model.cfg.d_vocab - 1
 
 
@@ -135,6 +146,7 @@ def _at_equals(model: Model, x: torch.Tensor) -> torch.Tensor:
 
 def model_basis(model: Model) -> Basis:
     """The basis of the model's task (its config's op and p)."""
+    check_table_task(model.cfg)
     return task_basis(model.cfg.op, model.cfg.p)
 
 
@@ -166,7 +178,10 @@ def embedding_matrix(model: Model) -> np.ndarray:
     one-hot codes its first layer's columns over ``a`` and over ``b`` side by side
     (``width = 2 d_mlp``)."""
     n = _n_classes(model)
-    if isinstance(model, MLP) and model.onehot:
+    if isinstance(model, MLP) and model.input_kind == "value":
+        raise NotApplicableError("mlp_input: value feeds each operand as one number, so tokens have no embedding "
+                                 "vectors to read in a Fourier basis; use embed or onehot")
+    if isinstance(model, MLP) and model.input_kind == "onehot":
         W_in = _numpy(model.layers[0].W_in)  # [d_mlp, 2n]
         return np.concatenate([W_in[:, :n].T, W_in[:, n:].T], axis=1)
     return _numpy(model.embed.W_E)[:, :n].T
@@ -227,7 +242,7 @@ def grid_logits(model: Model) -> torch.Tensor:
     (the ``=`` logit dropped), float32."""
     n = _n_classes(model)
     tokens = grid_tokens(n, model.eq_token).to(_device(model))
-    logits = exact_logits_fn(model.cfg)(model, tokens[:, 0], tokens[:, 1])
+    logits = exact_logits_fn(model.cfg)(model, tokens)
     return logits[:, :n].reshape(n, n, n).float().cpu()
 
 
@@ -484,7 +499,7 @@ def measure(model: Model, dataset: Dataset, key_freqs: Sequence[int], restricted
 def dataset_for(model: Model) -> Dataset:
     """The dataset a model was configured for (its op, p, split and seed)."""
     cfg = model.cfg
-    return make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split, cfg.label_noise)
+    return build_dataset(cfg)
 
 
 def attention_to_inputs(source: Model | torch.Tensor, layer: int = 0) -> np.ndarray:

@@ -96,7 +96,7 @@ def transformer_lens_config(cfg: Config, device: str | torch.device = "cpu",
         d_mlp=cfg.d_mlp,
         d_vocab=cfg.d_vocab,
         d_vocab_out=cfg.d_vocab,
-        n_ctx=Transformer.n_ctx,
+        n_ctx=cfg.n_ctx,
         act_fn=cfg.act,  # our "gelu" is torch's exact (erf) GELU, as TransformerLens's "gelu" (3.x and 4.x)
         normalization_type="LN" if cfg.layernorm else None,
         eps=1e-5,
@@ -212,7 +212,7 @@ def _attn_scale(tl_cfg: Any) -> float:
     return scale if scale > 0 else math.sqrt(tl_cfg.d_head)
 
 
-def _check_representable(tl_cfg: Any) -> None:
+def _check_representable(tl_cfg: Any, n_ctx: int) -> None:
     """Raise InteropError naming the first TransformerLens setting our Transformer lacks."""
     def want(name: str, ok: bool, allowed: str) -> None:
         if not ok:
@@ -223,7 +223,7 @@ def _check_representable(tl_cfg: Any) -> None:
     if _is_bridge_config(tl_cfg):  # a bridge around a Hugging Face model keeps that model's own layout
         want("architecture", get("architecture") in (None, "TransformerLensNative"),
              "a TransformerBridge.boot_native model ('TransformerLensNative')")
-    want("n_ctx", get("n_ctx") == Transformer.n_ctx, f"n_ctx={Transformer.n_ctx}: inputs are 'a b ='")
+    want("n_ctx", get("n_ctx") == n_ctx, f"n_ctx={n_ctx}: the task's tokens per example")
     want("positional_embedding_type", get("positional_embedding_type", "standard") == "standard", "'standard'")
     want("act_fn", get("act_fn") in ("relu", "gelu"), "'relu' or 'gelu'")
     want("normalization_type", get("normalization_type") in (None, "LN"), "None or 'LN'")
@@ -247,8 +247,8 @@ def config_from_transformer_lens(tl_cfg: Any, base: Config | None = None) -> Con
     training fields from ``base`` (default :class:`Config`'s). ``p`` is ``d_vocab - 1`` (the
     last token is ``=``); for operations whose class count does not depend on p (S5),
     ``base.p`` is kept and d_vocab must match the operation."""
-    _check_representable(tl_cfg)
     base = base or Config()
+    _check_representable(tl_cfg, base.n_ctx)
     d_vocab, d_model, n_heads, d_head = tl_cfg.d_vocab, tl_cfg.d_model, tl_cfg.n_heads, tl_cfg.d_head
     p = d_vocab - 1 if group_size(base.op, d_vocab - 1) == d_vocab - 1 else base.p
     architecture = dict(p=p, model="transformer", n_layers=tl_cfg.n_layers, d_model=d_model, n_heads=n_heads,

@@ -127,7 +127,7 @@ class _Plain(torch.nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Last-position logits of ``a b =`` (the exact fast path where the model allows it; an
         MLP's own logits)."""
-        return self.logits_fn(self.inner, tokens[:, 0], tokens[:, 1])
+        return self.logits_fn(self.inner, tokens)
 
 
 def _pair_loss(n: int, eq_token: int) -> Any:

@@ -57,17 +57,16 @@ def _gb(n_bytes: float) -> str:
 
 
 def _n_pairs(cfg: Config) -> tuple[int, int]:
-    """(every valid pair, training pairs) of the task, from the config alone."""
-    n = cfg.n_classes
-    n_all = n * (n - 1) if cfg.op == "divide" else n * n
+    """(every example, training examples) of the task, from the config alone."""
+    n_all = cfg.n_all
     return n_all, max(1, int(cfg.frac * n_all))
 
 
 def _mlp_matrices(cfg: Config) -> list[tuple[int, int]]:
     """The shapes of an MLP model's matrices: its embedding (if any), hidden layers, unembedding."""
     n, m = cfg.n_classes, cfg.d_mlp
-    embed = [(cfg.d_model, n)] if cfg.mlp_input == "embed" else []
-    return embed + [(m, input_width(cfg))] + [(m, m)] * (cfg.mlp_layers - 1) + [(m, n)]
+    embed = [(cfg.d_model, cfg.n_symbols)] if cfg.mlp_input == "embed" else []
+    return embed + [(m, input_width(cfg))] + [(m, m)] * (cfg.mlp_layers - 1) + [(m, cfg.output_len * n)]
 
 
 def parameter_count(cfg: Config) -> int:
@@ -104,13 +103,13 @@ def _activations(cfg: Config, path: str, rows: int, k: int, grad: bool) -> int:
     runs: the activations autograd keeps, plus the float64 loss (a cast of the logits, its
     log-softmax and, backwards, their gradients), which dominates when d_vocab is large."""
     d, v, h, dh, m = cfg.d_model, cfg.d_vocab, cfg.n_heads, cfg.head_dim, cfg.d_mlp
-    b = rows * k
+    b = rows * k * cfg.output_len  # a sequence task's answer positions count as examples for the loss
     if path == "mlp":
         # Per example: the embeddings, each layer's pre- and post-activation (and GELU's
         # intermediate), the logits; the float64 loss over n classes; backwards, a layer's
         # gradients at a time. The hooked transformer's heap factor of 1.5, to be safe.
         n, acts = cfg.n_classes, cfg.mlp_layers * m * (3 if cfg.mlp_act == "gelu" else 2)
-        embed = 2 * d if cfg.mlp_input == "embed" else 0
+        embed = cfg.n_inputs * d if cfg.mlp_input == "embed" else 0
         kept = 4 * b * (embed + acts + n)
         loss = (24 if grad else 20) * b * n
         return int(1.5 * (kept + loss + (8 * b * (m + embed) if grad else 0)))
@@ -127,7 +126,8 @@ def _activations(cfg: Config, path: str, rows: int, k: int, grad: bool) -> int:
         kept = 4 * b * (2 * c + 6 * h + h * dh + 3 * d + mlp + ln + m)
         loss = (24 if grad else 20) * b * v
         return kept + loss + (4 * b * m if grad else 0)
-    per_layer = 12 * b * (2 * d + 4 * h * dh + mlp + 2 * ln) + 72 * b * h
+    positions = cfg.n_ctx / 3 / cfg.output_len  # the hooked terms below were fitted at 3 tokens per example
+    per_layer = int(positions * (12 * b * (2 * d + 4 * h * dh + mlp + 2 * ln) + 24 * cfg.n_ctx * b * h))
     if grad:
         # Measured: the saved activations of every layer, each a separate block of tens of MB, take
         # the heap about half as much again as their size (2 to 8 layers, p 150 to 400).
@@ -165,7 +165,9 @@ def estimate_memory(cfgs: Sequence[Config], device: torch.device | str | None = 
     train_step = _activations(cfg, path, rows, group, grad=True)
     chunk = min(max(1, EVAL_CHUNK // group), n_all)
     evaluation = _activations(cfg, path, chunk, group, grad=False)
-    split = _SEED_SPLIT_BYTES_PER_PAIR * cfg.n_classes ** 2 if cfg.split == "seed" else 16 * n_all
+    seed_split = cfg.split == "seed" and cfg.task_kind == "table"
+    split = _SEED_SPLIT_BYTES_PER_PAIR * cfg.n_classes ** 2 if seed_split else 16 * n_all
+    data *= cfg.n_ctx / 3  # the data terms were fitted at 3 tokens per example
     kept = device.type == "cpu" and _keeps_freed_memory()
     # With freed blocks kept in the heap (fast.keep_freed_memory) the training step's blocks and
     # the evaluation chunk's, of other sizes, do not reuse each other's memory: both stay resident.

@@ -1,28 +1,33 @@
-"""An MLP over the two operands, with HookPoints; and the closed-form weights of Gromov (2023).
+"""An MLP over a task's input tokens, with HookPoints; and the closed-form weights of Gromov (2023).
 
-``MLP(cfg)`` (``cfg.model == "mlp"``) reads the dataset's ``[B, 3]`` tokens ``a b =`` (the
-``=`` token carries nothing an MLP could use, so it is ignored; ``[B, 2]`` also works) and
-returns ``[B, n]`` logits over the n answer classes. The transformer's logits have a column
-for ``=`` too (``[B, d_vocab]``, the seed's unembedding); the MLP has no such class, since
-``=`` is never an answer. Every consumer reads the two alike: the labels are ``< n``, the
-loss and argmax run over the columns there are, and the analysis keeps the first ``n``.
+``MLP(cfg)`` (``cfg.model == "mlp"``) reads the first ``cfg.n_inputs`` of the dataset's tokens
+(a table's ``a b =``: the two operands, since ``=`` carries nothing an MLP could use; a sequence
+task's list, without the teacher-forced answer tokens the transformer reads; parity's bits; the
+digits' 64 pixels) and returns ``[B, n]`` logits over the n answer classes (``[B, L, n]`` for a
+sequence task's L answer tokens). The transformer's logits have a column for ``=`` too
+(``[B, d_vocab]``, the seed's unembedding); the MLP has no such class, since ``=`` is never an
+answer. Every consumer reads the two alike: the labels are ``< n``, the loss and argmax run over
+the columns there are, and the analysis keeps the first ``n``.
 
-The input (``cfg.mlp_input``):
+The input (``cfg.mlp_input``), over ``T = cfg.n_inputs`` tokens of ``s = cfg.n_symbols`` values
+(for a table ``T = 2`` and ``s = n``):
 
-- ``"embed"``: one learned table ``embed.W_E [d_model, n]`` (the seed's layout, without the
-  ``=`` column; initialised like the seed's, ``randn / sqrt(d_model)``) embeds both operands,
-  and their embeddings are concatenated: ``2 d_model`` inputs;
-- ``"onehot"``: the concatenated one-hot codes of ``a`` and ``b``: ``2n`` inputs, no embedding
+- ``"embed"``: one learned table ``embed.W_E [d_model, s]`` (the seed's layout, without the
+  ``=`` column; initialised like the seed's, ``randn / sqrt(d_model)``) embeds every token,
+  and the embeddings are concatenated: ``T d_model`` inputs;
+- ``"onehot"``: the concatenated one-hot codes of the tokens: ``T s`` inputs, no embedding
   (``d_model`` is then unused).
   The first layer's columns over ``a`` (``W_in[:, :n]``) and over ``b`` (``W_in[:, n:]``) are
   then what ``W_E`` is to the transformer. They are gathered rather than multiplied by a
-  ``[B, 2n]`` one-hot matrix (which at p = 1000 would take gigabytes); the sum is the same
-  float32 number (adding exact zeros changes nothing), and when a hook is attached to
-  ``hook_embed`` the one-hot codes are built and multiplied, so that a hook which edits
-  them takes effect.
+  ``[B, T s]`` one-hot matrix (which at p = 1000 would take gigabytes); the sum is the same
+  float32 number for two tokens (adding exact zeros changes nothing), and when a hook is
+  attached to ``hook_embed`` the one-hot codes are built and multiplied, so that a hook which
+  edits them takes effect;
+- ``"value"``: each token as a number, ``2 t / (s - 1) - 1`` in ``[-1, 1]``: ``T`` inputs (parity's
+  bits as Barak et al.'s -1, +1; the digits' grey levels).
 
 Then ``cfg.mlp_layers`` hidden layers of width ``d_mlp``, ``post = act(x @ W_in.T + b_in)``, and
-``logits = post @ unembed.W_U`` (``W_U [d_mlp, n]``, no bias, as the seed's unembedding).
+``logits = post @ unembed.W_U`` (``W_U [d_mlp, L n]``, no bias, as the seed's unembedding).
 Activations ``relu``, ``gelu`` (exact erf) or ``quadratic`` (``x^2``). Biases: a hidden layer has
 ``b_in`` (zero at init, as the seed's MLP) unless the activation is quadratic: Gromov's network has
 none (with ``x^2`` a bias adds only a term linear in the pre-activation and a constant).
@@ -33,8 +38,8 @@ per layer ``W_in ~ randn / sqrt(fan_in)`` (``fan_in`` = the layer's input width)
 
 Names. Weights: ``embed.W_E``, ``layers.{i}.W_in [d_mlp, d_in]``, ``layers.{i}.b_in [d_mlp]``,
 ``unembed.W_U``. Hooks (TransformerLens's names where they apply; no positions): ``hook_embed``
-``[B, 2, d_model]`` (embed) or ``[B, 2, n]`` (onehot: the one-hot codes), ``layers.{i}.hook_pre``
-and ``layers.{i}.hook_post`` ``[B, d_mlp]`` (before and after the activation).
+``[B, T, d_model]`` (embed), ``[B, T, s]`` (onehot: the one-hot codes) or ``[B, T]`` (value),
+``layers.{i}.hook_pre`` and ``layers.{i}.hook_post`` ``[B, d_mlp]`` (before and after the activation).
 
 Gromov's network (arXiv 2301.02679) is ``mlp_input="onehot"``, ``mlp_act="quadratic"``,
 ``mlp_layers=1``: :func:`gromov_weights` builds its closed-form solution, :func:`gromov_config`
@@ -54,7 +59,7 @@ from .config import Config, ConfigError
 from .hooks import HookedRootModule, HookPoint
 
 #: Fields that fix the shapes of an MLP's weights.
-MLP_SHAPE_FIELDS = ("op", "p", "mlp_input", "mlp_act", "mlp_layers", "d_mlp", "d_model")
+MLP_SHAPE_FIELDS = ("op", "p", "n_ctx", "mlp_input", "mlp_act", "mlp_layers", "d_mlp", "d_model")
 
 
 def has_biases(cfg: Config) -> bool:
@@ -63,8 +68,9 @@ def has_biases(cfg: Config) -> bool:
 
 
 def input_width(cfg: Config) -> int:
-    """The first hidden layer's input width: two embeddings or two one-hot codes."""
-    return 2 * (cfg.d_model if cfg.mlp_input == "embed" else cfg.n_classes)
+    """The first hidden layer's input width: T embeddings, T one-hot codes or T numbers."""
+    per_token = {"embed": cfg.d_model, "onehot": cfg.n_symbols, "value": 1}[cfg.mlp_input]
+    return cfg.n_inputs * per_token
 
 
 def mlp_activation(x: torch.Tensor, act: str) -> torch.Tensor:
@@ -91,13 +97,13 @@ class _Draw:
 
 
 class OperandEmbed(nn.Module):
-    """One embedding table for both operands (``W_E [d_model, n]``, the seed's layout)."""
+    """One embedding table for every input token (``W_E [d_model, s]``, the seed's layout)."""
 
     def __init__(self, d_model: int, n: int, draw: _Draw):
         super().__init__()
         self.W_E = draw.randn(d_model, n, fan_in=d_model)
 
-    def forward(self, operands: torch.Tensor) -> torch.Tensor:  # [B, 2] -> [B, 2, d_model]
+    def forward(self, operands: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, d_model]
         return F.embedding(operands, self.W_E.T)
 
 
@@ -122,17 +128,20 @@ class HiddenLayer(nn.Module):
 
 
 class MLPUnembed(nn.Module):
-    def __init__(self, d_mlp: int, n: int, draw: _Draw):
+    def __init__(self, d_mlp: int, n: int, output_len: int, draw: _Draw):
         super().__init__()
-        self.W_U = draw.randn(d_mlp, n, fan_in=d_mlp)
+        self.W_U = draw.randn(d_mlp, output_len * n, fan_in=d_mlp)
+        self.output_len = output_len
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.W_U
+        logits = x @ self.W_U
+        return logits if self.output_len == 1 else logits.unflatten(-1, (self.output_len, -1))
 
 
 class MLP(HookedRootModule):
     """The MLP of ``cfg`` (see the module docstring). ``MLP(cfg, seed=s)`` draws its weights from
-    seed ``s`` instead of ``cfg.seed``. Inputs ``[B, 3]`` (or ``[B, 2]``) tokens; output ``[B, n]``."""
+    seed ``s`` instead of ``cfg.seed``. Inputs ``[B, n_ctx]`` (or just the ``[B, n_inputs]`` input
+    tokens); output ``[B, n]``, or ``[B, L, n]`` for a sequence task."""
 
     def __init__(self, cfg: Config, seed: int | None = None):
         super().__init__()
@@ -140,14 +149,15 @@ class MLP(HookedRootModule):
             raise ConfigError("model", f"MLP needs model = mlp; got {cfg.model!r}")
         self.cfg = cfg
         self.n = n = cfg.n_classes
-        self.onehot = cfg.mlp_input == "onehot"
+        self.n_inputs, self.n_symbols = cfg.n_inputs, cfg.n_symbols
+        self.input_kind = cfg.mlp_input
         draw = _Draw(cfg.seed if seed is None else seed, cfg.init_scale)
-        if not self.onehot:
-            self.embed = OperandEmbed(cfg.d_model, n, draw)
+        if self.input_kind == "embed":
+            self.embed = OperandEmbed(cfg.d_model, self.n_symbols, draw)
         widths = [input_width(cfg)] + [cfg.d_mlp] * cfg.mlp_layers
         self.layers = nn.ModuleList(HiddenLayer(d_in, cfg.d_mlp, cfg.mlp_act, has_biases(cfg), draw)
                                     for d_in in widths[:-1])
-        self.unembed = MLPUnembed(cfg.d_mlp, n, draw)
+        self.unembed = MLPUnembed(cfg.d_mlp, n, cfg.output_len, draw)
         self.hook_embed = HookPoint()
         self.setup()
 
@@ -156,28 +166,36 @@ class MLP(HookedRootModule):
         return self.n
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.forward_operands(tokens[..., 0], tokens[..., 1])
-
-    def forward_operands(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``[B, n]`` logits for operands ``a, b`` (``[B]`` each)."""
+        """``[B, n]`` (or ``[B, L, n]``) logits for ``[B, T']`` tokens, of which the first
+        ``n_inputs`` are read."""
+        inputs = tokens[..., : self.n_inputs]
         first = self.layers[0]
-        if not self.onehot:
-            x = self.hook_embed(self.embed(torch.stack([a, b], -1))).flatten(-2)
-            post = first(x)
+        if self.input_kind == "embed":
+            post = first(self.hook_embed(self.embed(inputs)).flatten(-2))
+        elif self.input_kind == "value":
+            values = inputs.to(first.W_in.dtype) * (2.0 / (self.n_symbols - 1)) - 1.0
+            post = first(self.hook_embed(values))
         elif self.hook_embed.has_hooks:  # a hook may read or edit the codes: build them
-            codes = torch.stack([F.one_hot(a, self.n), F.one_hot(b, self.n)], -2).to(first.W_in.dtype)
+            codes = F.one_hot(inputs, self.n_symbols).to(first.W_in.dtype)
             post = first(self.hook_embed(codes).flatten(-2))
         else:
-            columns = first.W_in.T  # [2n, d_mlp]: row a is a's code times W_in, row n + b is b's
-            post = first.finish(F.embedding(a, columns) + F.embedding(b + self.n, columns))
+            # Row t * s + v of W_in.T is token t's code for value v times W_in.
+            columns = first.W_in.T  # [T s, d_mlp]
+            offsets = torch.arange(inputs.shape[-1], device=inputs.device) * self.n_symbols
+            rows = F.embedding(inputs + offsets, columns)  # [B, T, d_mlp]
+            post = first.finish(rows[..., 0, :] + rows[..., 1, :] if inputs.shape[-1] == 2 else rows.sum(-2))
         for layer in self.layers[1:]:
             post = layer(post)
         return self.unembed(post)
 
+    def forward_operands(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``[B, n]`` logits for a table's operands ``a, b`` (``[B]`` each)."""
+        return self(torch.stack([a, b], -1))
 
-def mlp_logits(model: MLP, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The MLP's logits function (the engine's ``logits_fn(model, a, b)``): ``[B, n]``."""
-    return model.forward_operands(a, b)
+
+def mlp_logits(model: MLP, tokens: torch.Tensor) -> torch.Tensor:
+    """The MLP's logits function (the engine's ``logits_fn(model, tokens)``): ``[B, n]`` or ``[B, L, n]``."""
+    return model(tokens)
 
 
 # --- Gromov's closed form ------------------------------------------------------------------------------

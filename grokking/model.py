@@ -197,14 +197,14 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer(HookedRootModule):
-    """The seed's transformer. Inputs are ``[batch, 3]`` tokens ``a b =``; output is
-    ``[batch, 3, d_vocab]`` logits (the task reads the last position)."""
-
-    n_ctx = 3
+    """The seed's transformer. Inputs are ``[batch, n_ctx]`` tokens (``a b =`` for a binary table,
+    ``n_ctx = cfg.n_ctx``); output is ``[batch, n_ctx, d_vocab]`` logits (the task reads the last
+    position, or a sequence task's last ``seq_len``)."""
 
     def __init__(self, cfg: Config, seed: int | None = None, *, n_runs: int | None = None):
         super().__init__()
         self.cfg = cfg
+        self.n_ctx = cfg.n_ctx
         generator = None if n_runs is not None else torch.Generator().manual_seed(cfg.seed if seed is None else seed)
         init = _Init(generator, n_runs, cfg.init_scale)
         d_vocab = cfg.d_vocab
@@ -233,7 +233,7 @@ class Transformer(HookedRootModule):
 
 # --- K runs as one module ------------------------------------------------------------------------
 #: Fields that fix the shapes of the weights: the runs of a stacked model must share them.
-SHAPE_FIELDS = ("op", "p", "n_layers", "d_model", "n_heads", "head_dim", "d_mlp", "act", "layernorm")
+SHAPE_FIELDS = ("op", "p", "n_ctx", "n_layers", "d_model", "n_heads", "head_dim", "d_mlp", "act", "layernorm")
 
 
 def check_shapes(cfgs: Sequence[Config]) -> None:

@@ -23,7 +23,7 @@ import torch
 from . import figures, llc, rundir
 from .checkpoint import load_model, load_snapshot_state, run_snapshots
 from .data import Dataset
-from .fourier import (CIRCUIT_MIN_CONCENTRATION, NEURON_CLUSTER_THRESHOLD, analysis_and_arrays, dataset_for,
+from .fourier import (CIRCUIT_MIN_CONCENTRATION, check_table_task, NEURON_CLUSTER_THRESHOLD, analysis_and_arrays, dataset_for,
                       grid_splits, key_frequencies, logits_fourier_norms, measure, torch_threads)
 from .factory import MODEL_TYPES, Model
 
@@ -333,6 +333,7 @@ def _analyze(path: Path, out_dir: str | Path | None, neuron_threshold: float, ll
              llc_snapshots: int | None, log: Callable[[str], None]) -> dict[str, Any]:
     out = Path(out_dir) if out_dir is not None else default_out_dir(path)
     loaded = load_model(path)  # before creating anything: a bad path leaves no empty folder
+    check_table_task(loaded.cfg)
     out.mkdir(parents=True, exist_ok=True)
     model, dataset = loaded.model.eval(), loaded.dataset
     result: dict[str, Any] = {"source": str(path), "epoch": loaded.meta.get("epoch"), "config": loaded.cfg.to_dict()}

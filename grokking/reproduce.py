@@ -16,107 +16,42 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from . import reproduce_omnigrok, reproduce_parity
 from .analysis import PAPER_PHASES, analyze, embedding_fourier, frequency_norms, model_basis
 from .checkpoint import load_model
 from .config import Config, preset
 from .errors import InputError
+from .experiment import (
+    LOSS_FELL,
+    Context,
+    Experiment,
+    Log,
+    Outcome,
+    Row,
+    epoch_text,
+    first_epoch_below,
+    paper_epoch_text,
+    run_dir_for,
+    train_or_reuse,
+)
 from .figures import COLORS, new_figure, save_figure, style_axes
 from .mlp import gromov_config, gromov_weights
-from .rundir import SUMMARY, atomic_write_json, atomic_write_text, first_at, read_json, read_metrics
+from .rundir import atomic_write_json, atomic_write_text, first_at, read_json, read_metrics
 from .sweep import check_axes, load_sweep_file, plan_sweep, read_results, run_state, run_sweep
 from .sweep_figures import format_value, fraction_figure
-from .train import Trainer, evaluate, train
+from .train import evaluate
 
 SCALES = ("smoke", "laptop", "paper")  # smoke: tiny budgets for the tests (a hidden CLI choice)
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"  # the repository checkout's sweep files
 NANDA_KEY_FREQS = [14, 35, 41, 42, 52]  # Nanda et al. 2023, section 4.1
 NANDA_EPOCHS = {"smoke": 60, "laptop": 20_000, "paper": 40_000}  # the paper trains 40k epochs (section 3)
-LOSS_FELL = 1.0  # nats: a loss "has fallen" once below this (chance is ln p, 4.7 at p = 113)
 PERIODIC_SHARE = 0.85  # a neuron is periodic when one frequency holds 85% of its input weights' power
-Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Row:
-    quantity: str
-    paper: str
-    ours: str
-    conditions: str = ""
-
-
-@dataclass
-class Context:
-    """One invocation: where it writes, at what scale, and what it trained or reused."""
-    name: str
-    out: Path
-    scale: str
-    threads: int
-    quiet: bool
-    workers: int
-    log: Log
-    trained: list[str] = field(default_factory=list)
-    reused: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    rows: list[Row]
-    values: dict[str, Any]  # the table's numbers, machine-readable
-    figure: Figure
-    runs: list[str]
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    paper: str
-    runs: str
-    laptop_time: str
-    run: Callable[[Context], Outcome] | None = None
-    missing: str | None = None  # why it cannot run yet
-
-
-# --- shared pieces -------------------------------------------------------------------------------------
-def _train_or_reuse(cfg: Config, run_dir: Path, ctx: Context) -> dict[str, Any]:
-    """The run's summary: reused when finished, continued when interrupted, else trained."""
-    state = run_state(run_dir)
-    if state == "done":
-        ctx.reused.append(str(run_dir))
-        return read_json(run_dir / SUMMARY) or {}
-    ctx.log(f"reproduce {ctx.name}: training {run_dir} ({cfg.epochs:,} epochs at most)")
-    ctx.trained.append(str(run_dir))
-    if state == "resumable":
-        return Trainer.resume(run_dir, progress=not ctx.quiet).run()
-    # A partial directory is ours (named by the config key) and holds nothing to continue.
-    return train(cfg, run_dir, overwrite=state == "partial", progress=not ctx.quiet)
-
-
-def _run_dir(ctx: Context, label: str, cfg: Config) -> Path:
-    return ctx.out / "runs" / f"{label}_{cfg.key()}"
-
-
-def _epoch(value: int | None, never: str = "never") -> str:
-    return f"{value:,}" if value is not None else never
-
-
-def _paper_epoch(value: int) -> str:
-    return f"{value / 1000:g}k"
-
-
-def first_epoch_below(epochs: list[int], values: list[float | None], threshold: float = LOSS_FELL) -> int | None:
-    """The first epoch whose value is below ``threshold`` (None: never)."""
-    for epoch, value in zip(epochs, values):
-        if value is not None and value < threshold:
-            return int(epoch)
-    return None
 
 
 # --- nanda2023 -----------------------------------------------------------------------------------------
@@ -141,8 +76,8 @@ def _nanda_analysis(run_dir: Path, summary: dict[str, Any], ctx: Context) -> dic
 
 def _nanda(ctx: Context) -> Outcome:
     cfg = nanda_config(ctx.scale, ctx.threads)
-    run_dir = _run_dir(ctx, "add_p113" if ctx.scale != "smoke" else "add_smoke", cfg)
-    summary = _train_or_reuse(cfg, run_dir, ctx)
+    run_dir = run_dir_for(ctx, "add_p113" if ctx.scale != "smoke" else "add_smoke", cfg)
+    summary = train_or_reuse(cfg, run_dir, ctx)
     result = _nanda_analysis(run_dir, summary, ctx)
     records = read_metrics(run_dir)
     keys = list(result.get("key_frequencies", {}).get("used") or [])
@@ -162,16 +97,16 @@ def _nanda(ctx: Context) -> Outcome:
         Row("key frequencies", ", ".join(map(str, NANDA_KEY_FREQS)), ", ".join(map(str, keys)) or "none",
             seed + "; which five moves with round-off (docs/analysis.md)"),
         Row("epoch test accuracy passes 99%", "not stated (the jump falls in clean-up, 9.4k-14k)",
-            _epoch(values["epoch_test_acc_99"]), differs),
-        Row("memorisation ends", _paper_epoch(PAPER_PHASES["memorisation_end"]), _epoch(values["memorisation_end"]),
+            epoch_text(values["epoch_test_acc_99"]), differs),
+        Row("memorisation ends", paper_epoch_text(PAPER_PHASES["memorisation_end"]), epoch_text(values["memorisation_end"]),
             "phases read by a rule (grokking.progress), the paper's by eye"),
-        Row("circuit formation ends", _paper_epoch(PAPER_PHASES["circuit_formation_end"]),
-            _epoch(values["circuit_formation_end"]), "as above"),
-        Row("clean-up ends", _paper_epoch(PAPER_PHASES["cleanup_end"]), _epoch(values["cleanup_end"]),
+        Row("circuit formation ends", paper_epoch_text(PAPER_PHASES["circuit_formation_end"]),
+            epoch_text(values["circuit_formation_end"]), "as above"),
+        Row("clean-up ends", paper_epoch_text(PAPER_PHASES["cleanup_end"]), epoch_text(values["cleanup_end"]),
             "as above; the weight plateau must be seen for 10% more epochs"),
         Row("restricted loss falls before test loss", "yes (circuit formation)",
             "not seen" if before is None else ("yes" if before else "no")
-            + f" (below {LOSS_FELL:g} nat at {_epoch(restricted_fell)} vs {_epoch(test_fell)})",
+            + f" (below {LOSS_FELL:g} nat at {epoch_text(restricted_fell)} vs {epoch_text(test_fell)})",
             f"'falls': first snapshot below {LOSS_FELL:g} nat; snapshots every {cfg.checkpoint_every} epochs"),
     ]
     return Outcome(rows, values, nanda_figure(records, progress, phases, keys, cfg), [str(run_dir)])
@@ -199,7 +134,7 @@ def nanda_figure(records: list[dict[str, Any]], progress: dict[str, Any], phases
                 ax.axvline(phases[name], color=COLORS[colour], linewidth=1.2,
                            label=f"{colour} ends (ours)" if ax is ax_loss else None)
             if PAPER_PHASES[name] <= max(epochs, default=0) * 1.05:
-                label = f"{colour} ends (paper, {_paper_epoch(PAPER_PHASES[name])})" if ax is ax_loss else None
+                label = f"{colour} ends (paper, {paper_epoch_text(PAPER_PHASES[name])})" if ax is ax_loss else None
                 ax.axvline(PAPER_PHASES[name], color=COLORS[colour], linestyle="--", linewidth=1.2, label=label)
     ax_loss.set_yscale("log")
     title = (f"add mod {cfg.p}, {cfg.frac:.0%} train: key frequencies {', '.join(map(str, keys)) or 'none'} "
@@ -253,7 +188,7 @@ def _power(ctx: Context) -> Outcome:
         ordered = [math.inf if r["step_test_acc_99"] is None else r["step_test_acc_99"] for r in mine]
         falling = all(a >= b for a, b in itertools.pairwise(ordered)) if reached else None
         values["ops"][op] = {"steps_to_99": steps, "smallest_frac": smallest, "steps_fall_with_frac": falling}
-        shown = ", ".join(f"{f}: {_epoch(s)}" for f, s in steps.items())
+        shown = ", ".join(f"{f}: {epoch_text(s)}" for f, s in steps.items())
         table.append(Row(f"{op}: smallest fraction reaching 99% test accuracy", POWER_STATEMENT,
                          "none" if smallest is None else f"{smallest:g} (steps by fraction: {shown})", conditions))
         table.append(Row(f"{op}: steps to 99% fall as the fraction grows", "yes (abstract, Fig. 1 right)",
@@ -302,8 +237,8 @@ def neuron_frequency_shares(model: Any) -> tuple[np.ndarray, np.ndarray]:
 def _gromov(ctx: Context) -> Outcome:
     cfg = gromov_run_config(ctx.scale, ctx.threads)
     width = cfg.d_mlp
-    run_dir = _run_dir(ctx, f"mlp_p{cfg.p}_N{width}", cfg)
-    summary = _train_or_reuse(cfg, run_dir, ctx)
+    run_dir = run_dir_for(ctx, f"mlp_p{cfg.p}_N{width}", cfg)
+    summary = train_or_reuse(cfg, run_dir, ctx)
     records = read_metrics(run_dir)
     loaded = load_model(run_dir)
     dominant, share = neuron_frequency_shares(loaded.model)
@@ -328,7 +263,7 @@ def _gromov(ctx: Context) -> Outcome:
         Row("learned: final test accuracy", "not stated", f"{final.get('test_acc', math.nan):.2%} "
             f"after {summary.get('epochs_run', 0):,} epochs", conditions),
         Row("learned: epoch test accuracy passes 99%", "not stated",
-            f"{_epoch(values['epoch_test_acc_99'])} (train 99%: {_epoch(values['epoch_train_acc_99'])})", ""),
+            f"{epoch_text(values['epoch_test_acc_99'])} (train 99%: {epoch_text(values['epoch_train_acc_99'])})", ""),
         Row(f"learned: neurons with >= {PERIODIC_SHARE:.0%} of input-weight power in one frequency",
             "periodic feature maps, as in the analytic solution (no number stated)",
             f"{periodic:.0%} (median share {values['median_share']:.2f}; chance 1/{k}; "
@@ -378,12 +313,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("gromov2023", "Andrey Gromov 2023, Grokking modular arithmetic (arXiv:2301.02679)",
                "a 2-layer MLP, x^2 activation, one-hot inputs, add mod 97 (N = 512, 40% train, 2000 epochs), "
                "and its closed-form weights in the same network", "about 2-3 min", _gromov),
-    Experiment("barak2022", "Barak, Edelman, Goel, Kakade, Malach, Zhang 2022, Hidden progress in deep learning: "
-               "SGD learns parities near the computational limit (arXiv:2207.08799)",
-               "sparse parity", "-", missing="needs the sparse-parity task, not yet in the package (issue #19)"),
-    Experiment("omnigrok2023", "Liu, Michaud, Tegmark 2023, Omnigrok: grokking beyond algorithmic data "
-               "(arXiv:2210.01117)", "MLP on sklearn digits with a large initialisation", "-",
-               missing="needs the sklearn-digits task (image inputs, not `a b =`), not yet in the package (issue #19)"),
+    Experiment("barak2022", reproduce_parity.PAPER, reproduce_parity.RUNS, reproduce_parity.LAPTOP_TIME,
+               reproduce_parity.run),
+    Experiment("omnigrok2023", reproduce_omnigrok.PAPER, reproduce_omnigrok.RUNS, reproduce_omnigrok.LAPTOP_TIME,
+               reproduce_omnigrok.run),
 )}
 
 
@@ -391,7 +324,7 @@ def list_text() -> str:
     """What ``grokking reproduce --list`` prints: each experiment, its paper, what it runs and how long."""
     lines = []
     for e in EXPERIMENTS.values():
-        state = f"laptop wall time {e.laptop_time}" if e.missing is None else f"not yet available: {e.missing}"
+        state = f"laptop wall time {e.laptop_time}"
         lines += [f"{e.name:13s} {e.paper}", f"{'':13s} runs: {e.runs}", f"{'':13s} {state}"]
     return "\n".join(lines)
 
@@ -414,8 +347,6 @@ def reproduce(name: str, out: str | Path | None = None, scale: str = "laptop", *
     if name not in EXPERIMENTS:
         raise InputError(f"reproduce: NAME must be one of {', '.join(EXPERIMENTS)}; got {name!r}")
     experiment = EXPERIMENTS[name]
-    if experiment.missing is not None or experiment.run is None:
-        raise InputError(f"reproduce {name}: {experiment.missing}")
     if scale not in SCALES:
         raise InputError(f"reproduce: scale must be one of {', '.join(SCALES)}; got {scale!r}")
     if workers < 1 or threads < 0:

@@ -73,30 +73,32 @@ class RunGroup:
         return list(zip([n for n, _ in self.model.named_parameters()], params))
 
     def _set_train_split(self) -> None:
-        train_tokens, self.train_labels = self.datasets[0].split("train")
-        self.train_a, self.train_b = train_tokens[:, 0].contiguous(), train_tokens[:, 1].contiguous()
+        self.train_tokens, self.train_labels = self.datasets[0].split("train")
 
     # --- one step ------------------------------------------------------------------------------
-    def _eager_loss(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _eager_loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.stacked:
             return per_run_train_loss(self.model, self.data, self.cfgs[0], self.logits_fn).sum()
-        return self.loss_fn(self.logits_fn(self.model, a, b), labels)
+        logits = self.logits_fn(self.model, tokens)
+        if labels.dim() > 1:  # a sequence task: every answer token of every example, weighted alike
+            logits, labels = logits.flatten(0, -2), labels.flatten()
+        return self.loss_fn(logits, labels)
 
-    def _compiled_loss(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    def _compiled_loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         try:
             compiled = torch.compile(self._eager_loss, dynamic=False)
             # Compile now, at the training shape, so that a failure falls back before any step.
-            compiled(self.train_a, self.train_b, self.train_labels).backward()
+            compiled(self.train_tokens, self.train_labels).backward()
             self.model.zero_grad(set_to_none=True)
             return compiled
         except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
             self.log(f"torch.compile unavailable here ({type(err).__name__}); training eagerly")
             return self._eager_loss
 
-    def step(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> None:
+    def step(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
         """One optimiser step of every run of the group."""
         self.model.zero_grad(set_to_none=True)
-        self._loss(a, b, labels).backward()
+        self._loss(tokens, labels).backward()
         self.update()
 
     def update(self) -> None:
@@ -120,14 +122,14 @@ class RunGroup:
         cfg = self.cfgs[0]
         n = len(self.train_labels)
         if self.stacked or cfg.batch_size == 0 or cfg.batch_size >= n:
-            self.step(self.train_a, self.train_b, self.train_labels)
+            self.step(self.train_tokens, self.train_labels)
             return
         order = torch.randperm(n, generator=self.batch_generator, device=self.device)
         for start in range(0, n, cfg.batch_size):
             if cfg.max_steps and self.step_count >= cfg.max_steps:
                 return
             idx = order[start : start + cfg.batch_size]
-            self.step(self.train_a[idx], self.train_b[idx], self.train_labels[idx])
+            self.step(self.train_tokens[idx], self.train_labels[idx])
 
     # --- evaluation ------------------------------------------------------------------------------
     def evaluate(self) -> list[tuple[dict[str, float], float]]:

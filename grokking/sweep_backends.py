@@ -544,7 +544,8 @@ def check_sweep_memory(points: Sequence[RunPoint], backend: str, options: Backen
         for group in _batch_groups(points):
             group_cfgs = [from_dict(p.config) for p in group]
             device = resolve_device(group_cfgs[0].device)
-            stacked = batched.choose_strategy(options.strategy, device) == "stacked"
+            first = group_cfgs[0]
+            stacked = batched.choose_strategy(options.strategy, device, first.model, first.op) == "stacked"
             check_memory(estimate_memory(group_cfgs, device, stacked=stacked), max_memory,
                          f"the batch of {len(group)} runs starting with {group[0].name}")
         return

@@ -25,8 +25,8 @@ from typing import Any, Callable
 import torch
 
 from .checkpoint import CheckpointError, check_belongs, checked_split, load_checkpoint_identity
-from .config import Config, ConfigError, from_dict
-from .data import Dataset, make_dataset
+from .config import Config, ConfigError, build_dataset, from_dict
+from .data import Dataset
 from .engine import (  # noqa: F401 - re-exported: the training API's names
     EVAL_CHUNK,
     Callback,
@@ -86,7 +86,7 @@ class Trainer:
         self.progress, self.log = progress, log
         # Before anything is built: a config that cannot fit is refused, not left to exhaust the machine.
         check_memory(estimate_memory([cfg], self.device), cfg.max_memory)
-        dataset = make_dataset(cfg.op, cfg.p, cfg.frac, cfg.seed, cfg.split, cfg.label_noise).to(self.device)
+        dataset = build_dataset(cfg).to(self.device)
         self.group = RunGroup([cfg], [dataset], self.device, log=log)
         out = Path(out) if out is not None else None
         callbacks = list(callbacks or [])
@@ -151,12 +151,9 @@ class Trainer:
         return self.group.fast_reason
 
     @property
-    def train_a(self) -> torch.Tensor:
-        return self.group.train_a
-
-    @property
-    def train_b(self) -> torch.Tensor:
-        return self.group.train_b
+    def train_tokens(self) -> torch.Tensor:
+        """``[N, T]``: the training examples' tokens, in split order."""
+        return self.group.train_tokens
 
     @property
     def train_labels(self) -> torch.Tensor:

@@ -7,7 +7,7 @@
 # Exits with pytest's status: 0 all passed, 1 a test failed, 5 no test was collected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="test,monitor,interop,ray,slurm,llc"
+EXTRAS="test,monitor,interop,ray,slurm,llc,digits"
 ./scripts/setup.sh ".[$EXTRAS]"
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \

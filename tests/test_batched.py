@@ -64,14 +64,13 @@ def test_batched_fast_path_equals_each_runs_fast_path_and_the_hooked_forward(cha
     torch.manual_seed(0)
     batched = perturbed(BatchedTransformer([tiny_config(seed=s, **changes) for s in range(3)]))
     ds = make_dataset("add", 13, 0.5, 0)
-    a, b = ds.tokens[:, 0], ds.tokens[:, 1]
     with torch.no_grad():
-        fast = batched_last_position_logits(batched, a, b)
-        hooked = batched_hooked_last_position_logits(batched, a, b)
+        fast = batched_last_position_logits(batched, ds.tokens)
+        hooked = batched_hooked_last_position_logits(batched, ds.tokens)
         assert fast.shape == (3, 169, 14)
         assert (fast - hooked).abs().max() < 1e-5
         for k in range(3):
-            assert (fast[k] - last_position_logits(batched.run(k), a, b)).abs().max() < 1e-5
+            assert (fast[k] - last_position_logits(batched.run(k), ds.tokens)).abs().max() < 1e-5
 
 
 def test_hooks_carry_a_leading_run_dimension_and_match_each_run():
@@ -109,7 +108,7 @@ def test_summed_loss_gives_each_run_its_single_run_gradient(loss):
     for k, (cfg, ds) in enumerate(zip(cfgs, datasets)):
         model = batched.run(k)
         tokens, labels = ds.split("train")
-        single = loss_function(cfg)(last_position_logits(model, tokens[:, 0], tokens[:, 1]), labels)
+        single = loss_function(cfg)(last_position_logits(model, tokens), labels)
         assert abs(per_run[k].item() - single.item()) < 1e-6 * single.item()
         single_grads = torch.autograd.grad(single, list(model.parameters()))
         for (name, _), g_batch, g_single in zip(model.named_parameters(), grads, single_grads):

@@ -143,12 +143,12 @@ def test_transformer_lens_peer_is_our_model_and_trains_as_ours():
     trainer = Trainer(cfg, None, progress=False)
     group = trainer.group
     # Inputs: the training pairs as our trainer holds them, tokens a, b, '='.
-    assert torch.equal(peer.tokens[:, 0], group.train_a) and torch.equal(peer.tokens[:, 1], group.train_b)
+    assert torch.equal(peer.tokens, group.train_tokens)
     assert (peer.tokens[:, 2] == cfg.p).all() and torch.equal(peer.labels, group.train_labels)
 
     def ours() -> tuple[torch.Tensor, float]:
         with torch.no_grad():
-            logits = group.logits_fn(group.model, group.train_a, group.train_b)
+            logits = group.logits_fn(group.model, group.train_tokens)
             return logits, group.loss_fn(logits, group.train_labels).item()
 
     with torch.no_grad():

@@ -40,7 +40,7 @@ def test_fast_path_matches_hooked_loss_and_gradients(changes):
     loss_fn = loss_function(cfg)
     results = []
     for fn in (last_position_logits, hooked_last_position_logits):
-        loss = loss_fn(fn(model, tokens[:, 0], tokens[:, 1]), labels)
+        loss = loss_fn(fn(model, tokens), labels)
         grads = torch.autograd.grad(loss, list(model.parameters()))
         results.append((loss, grads))
     (fast_loss, fast_grads), (ref_loss, ref_grads) = results
@@ -52,34 +52,34 @@ def test_fast_path_matches_hooked_loss_and_gradients(changes):
 
 
 def test_token_tables_follow_the_inputs_they_are_given():
-    # The lookup plan is cached for the last (a, b); new inputs, or the same tensors changed in
+    # The lookup plan is cached for the last tokens; new inputs, or the same tensor changed in
     # place (as a minibatch buffer would be), must not reuse it.
     cfg = Config(p=23, d_model=32, d_mlp=64)
     model = perturbed(Transformer(cfg, seed=1))
     ds = make_dataset(cfg.op, cfg.p, 0.5, 0)
     tokens, labels = ds.split("train")
-    a, b = tokens[:, 0].clone(), tokens[:, 1].clone()
-    assert uses_token_tables(model, a)
+    x = tokens.clone()
+    assert uses_token_tables(model, x)
 
-    def check(x: torch.Tensor, y: torch.Tensor) -> None:
-        fast, ref = (fn(model, x, y) for fn in (last_position_logits, hooked_last_position_logits))
+    def check(x: torch.Tensor) -> None:
+        fast, ref = (fn(model, x) for fn in (last_position_logits, hooked_last_position_logits))
         assert (fast - ref).abs().max().item() < 1e-5
         fast_grad = torch.autograd.grad(fast.sum(), model.blocks[0].mlp.W_in)[0]
         ref_grad = torch.autograd.grad(ref.sum(), model.blocks[0].mlp.W_in)[0]
         assert (fast_grad - ref_grad).abs().max().item() < 1e-4 * ref_grad.abs().max().item()
 
-    check(a, b)
-    check(a, b)  # the cached plan
-    a.copy_(a.roll(1))  # in place: the same tensor object, new contents
-    check(a, b)
-    check(b, a)
-    check(a[:40], b[:40])
+    check(x)
+    check(x)  # the cached plan
+    x[:, 0].copy_(x[:, 0].roll(1))  # in place: the same tensor object, new contents
+    check(x)
+    check(x[:, [1, 0, 2]])  # a new tensor
+    check(x[:40])
 
 
 def test_canonical_config_trains_on_the_fast_path(tmp_path):
     trainer = Trainer(Config(epochs=1, checkpoint_log=0, report=False), tmp_path / "run", progress=False)
     assert trainer.logits_fn is last_position_logits
-    assert uses_token_tables(trainer.model, trainer.train_a)
+    assert uses_token_tables(trainer.model, trainer.train_tokens)
     trainer.run()
     import json
     assert json.loads((tmp_path / "run" / "config.json").read_text())["training_path"] == "fast"

@@ -31,7 +31,7 @@ PACKAGE = "grokking"
 PACKAGE_DIR = REPO / PACKAGE
 CLI = f"{PACKAGE}.cli"
 # Optional extras: the only imports a function body may make (so that the package imports without them).
-OPTIONAL_EXTRAS = ("tensorboard", "wandb", "transformer_lens", "ray", "submitit", "devinterp")
+OPTIONAL_EXTRAS = ("tensorboard", "wandb", "transformer_lens", "ray", "submitit", "devinterp", "sklearn")
 INSTALL_HINT = ("import-linter is not installed: install the test extra (`.venv/bin/python -m pip install -e "
                 "'.[test]'`; ./scripts/test.sh installs every extra)")
 

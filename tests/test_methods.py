@@ -294,10 +294,10 @@ def test_trainer_optimises_the_stablemax_loss():
     recorder = StepRecorder(trainer)
     model0 = Trainer(cfg, None, progress=False).model  # the same initial weights
     trainer.run()
-    a, b, labels = trainer.train_a, trainer.train_b, trainer.train_labels
+    tokens, labels = trainer.train_tokens, trainer.train_labels
     from grokking.fast import last_position_logits
 
-    logits = last_position_logits(model0, a, b)
+    logits = last_position_logits(model0, tokens)
     by_hand = stablemax_by_hand(logits.detach().double())
     expected_loss = -torch.log(by_hand[torch.arange(len(labels)), labels]).mean()
     assert abs(trainer.records[0]["train_loss"] - expected_loss.item()) < 1e-9 * expected_loss.item()

@@ -72,7 +72,7 @@ def test_gromov_closed_form_adds_every_pair_exactly(n):
     assert (reference.argmax(1) == answer).all()
     model = gromov_model(n, width, seed=n)
     with torch.no_grad():
-        logits = mlp_logits(model, torch.as_tensor(a), torch.as_tensor(b)).double().numpy()
+        logits = model.forward_operands(torch.as_tensor(a), torch.as_tensor(b)).double().numpy()
     assert logits.shape == (n * n, n)
     assert np.allclose(logits, reference, rtol=1e-5, atol=1e-4)
     assert (logits.argmax(1) == answer).all()  # 100% on every pair, in the model's float32
@@ -84,13 +84,13 @@ def test_gromov_with_one_frequency_and_gromovs_random_phases():
     a, b = pairs(n)
     with torch.no_grad():
         one = gromov_model(n, 9, seed=1)
-        assert (mlp_logits(one, a, b).argmax(1) == (a + b) % n).all()
+        assert (one.forward_operands(a, b).argmax(1) == (a + b) % n).all()
         # Gromov's random phases cancel the other terms only on average: right at large width ...
         wide = gromov_model(n, 4096, seed=0, random_phases=True)
-        assert (mlp_logits(wide, a, b).argmax(1) == (a + b) % n).all()
+        assert (wide.forward_operands(a, b).argmax(1) == (a + b) % n).all()
         # ... and not at a small one (the exact construction is, at 9 neurons).
         narrow = gromov_model(n, 9, seed=0, random_phases=True)
-        assert (mlp_logits(narrow, a, b).argmax(1) == (a + b) % n).float().mean() < 1
+        assert (narrow.forward_operands(a, b).argmax(1) == (a + b) % n).float().mean() < 1
     with pytest.raises(ConfigError, match="^d_mlp: ") as err:
         gromov_weights(n, 8)
     assert one_line(err.value)
@@ -155,7 +155,7 @@ def test_cli_trains_an_mlp_whose_checkpoint_loads_back_with_equal_logits(tmp_pat
     trainer.run()
     a, b = pairs(13)
     with torch.no_grad():
-        assert torch.equal(mlp_logits(loaded.model, a, b), mlp_logits(trainer.model.eval(), a, b))
+        assert torch.equal(loaded.model.forward_operands(a, b), trainer.model.eval().forward_operands(a, b))
     assert main(["eval", str(out), "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     last = read_metrics(out)[-1]
@@ -191,7 +191,7 @@ def test_the_analysis_finds_the_closed_forms_single_frequency():
     W_in = model.layers[0].W_in.detach().double().numpy()
     assert np.array_equal(embedding_matrix(model), np.concatenate([W_in[:, :23].T, W_in[:, 23:].T], 1))
     assert torch.equal(neuron_logit_map(model), model.unembed.W_U.detach().T)
-    assert torch.equal(grid_logits(model).reshape(-1, 23), mlp_logits(model, *pairs(23)).detach())
+    assert torch.equal(grid_logits(model).reshape(-1, 23), model.forward_operands(*pairs(23)).detach())
 
 
 # --- hooks ----------------------------------------------------------------------------------------------

@@ -23,9 +23,7 @@ from grokking.reproduce import (
 )
 from grokking.rundir import first_at, read_json, read_metrics
 
-AVAILABLE = ("nanda2023", "power2022", "gromov2023")
-MISSING = {"barak2022": "needs the sparse-parity task, not yet in the package (issue #19)",
-           "omnigrok2023": "not yet in the package (issue #19)"}
+AVAILABLE = ("nanda2023", "power2022", "gromov2023", "barak2022", "omnigrok2023")
 
 
 @pytest.fixture(scope="module")
@@ -137,22 +135,12 @@ def test_rerun_reuses_the_finished_runs(runs, name, capsys):
     assert "0 trained" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", sorted(MISSING))
-def test_unavailable_experiments_exit_2_with_one_line(name, capsys, tmp_path):
-    assert main(["reproduce", name, "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and MISSING[name] in err and name in err
-    assert not (tmp_path / "x").exists()  # refused before anything is written
-    with pytest.raises(InputError, match="not yet in the package"):
-        reproduce(name, tmp_path / "y")
-
-
 def test_list_names_all_five(capsys):
     assert main(["reproduce", "--list"]) == 0
     text = capsys.readouterr().out
     for name in ("nanda2023", "power2022", "gromov2023", "barak2022", "omnigrok2023"):
         assert name in text
-    assert text.count("not yet available") == 2 and "laptop wall time" in text
+    assert text.count("laptop wall time") == 5
     assert set(EXPERIMENTS) == {"nanda2023", "power2022", "gromov2023", "barak2022", "omnigrok2023"}
 
 
