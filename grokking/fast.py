@@ -15,8 +15,9 @@ the MLP output's remain. Otherwise (LayerNorm, CUDA) the dense products run as w
 
 Parameters are read from the hooked :class:`~grokking.model.Transformer`, which stays the
 source of truth; the trainer falls back to it for configurations this path does not cover
-(see :func:`unsupported_reason`). ``tests/test_fast.py`` holds both paths to the same loss
-and gradients. An MLP (``model = mlp``, :mod:`grokking.mlp`) has no positions to skip: its
+(see :func:`unsupported_reason`): :func:`answer_position_logits`, the hooked modules with the
+last block computed at the answer positions alone. ``tests/test_fast.py`` holds every path to
+the full hooked forward's loss and gradients. An MLP (``model = mlp``, :mod:`grokking.mlp`) has no positions to skip: its
 logits function is its own forward (:func:`grokking.mlp.mlp_logits`), ``[B, n]``.
 """
 from __future__ import annotations
@@ -77,8 +78,10 @@ def select_logits_fn(cfg: Config) -> tuple["LogitsFn", str | None]:
     used (None when it is). The one selector: training, evaluation and analysis all use it."""
     if cfg.model == "mlp":
         return mlp_logits, MLP_REASON
-    reason = unsupported_reason(cfg) if cfg.fast else "disabled by fast=false"
-    return (last_position_logits if reason is None else hooked_last_position_logits), reason
+    if not cfg.fast:
+        return hooked_last_position_logits, "disabled by fast=false"
+    reason = unsupported_reason(cfg)
+    return (last_position_logits if reason is None else answer_position_logits), reason
 
 
 def exact_logits_fn(cfg: Config) -> "LogitsFn":
@@ -320,6 +323,18 @@ def hooked_last_position_logits(model: Model, tokens: torch.Tensor) -> torch.Ten
     logits = model(tokens)
     answers = model.cfg.output_len
     return logits[..., -1, :] if answers == 1 else logits[..., -answers:, :]
+
+
+def answer_position_logits(model: Model, tokens: torch.Tensor) -> torch.Tensor:
+    """:func:`hooked_last_position_logits` with the last block computed at the answer positions
+    alone (:meth:`~grokking.model.Transformer.forward`'s ``last``): the same numbers within
+    float32 round-off, and for one layer over T tokens about T times less MLP and unembedding
+    work. What a transformer the fast path does not cover (more layers, other tasks) trains with."""
+    if isinstance(model, MLP):
+        return mlp_logits(model, tokens)
+    answers = model.cfg.output_len
+    logits = model(tokens, answers)
+    return logits[..., -1, :] if answers == 1 else logits
 
 
 #: ``logits_fn(model, tokens)``: ``[B, d_vocab]`` for a transformer ('=' included), ``[B, n]`` for an

@@ -136,14 +136,18 @@ class Attention(nn.Module):
         self.hook_attn = HookPoint()  # the seed's name for the pattern
         self.hook_z = HookPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        def heads(W: torch.Tensor) -> torch.Tensor:  # [..., pos, head, d_head]
-            return torch.einsum("...pd,...ihd->...pih", x, W.unsqueeze(1) if self.stacked else W)
+    def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        """The attention output at every position, or with ``queries = m`` at the last m only (keys
+        and values still from every position: the same numbers for those rows, less work)."""
+        def heads(inputs: torch.Tensor, W: torch.Tensor) -> torch.Tensor:  # [..., pos, head, d_head]
+            return torch.einsum("...pd,...ihd->...pih", inputs, W.unsqueeze(1) if self.stacked else W)
 
-        q, k, v = self.hook_q(heads(self.W_Q)), self.hook_k(heads(self.W_K)), self.hook_v(heads(self.W_V))
         n = x.shape[-2]
+        first = 0 if queries is None else n - queries
+        q = self.hook_q(heads(x[..., first:, :], self.W_Q))
+        k, v = self.hook_k(heads(x, self.W_K)), self.hook_v(heads(x, self.W_V))
         scores = torch.einsum("...qih,...kih->...iqk", q, k) / math.sqrt(self.d_head)
-        scores = scores.masked_fill(self.mask[:n, :n] == 0, float("-inf"))
+        scores = scores.masked_fill(self.mask[first:n, :n] == 0, float("-inf"))
         scores = self.hook_attn_pre(self.hook_attn_scores(scores))
         pattern = self.hook_attn(self.hook_pattern(F.softmax(scores, dim=-1)))
         z = self.hook_z(torch.einsum("...iqk,...kih->...qih", pattern, v)).flatten(-2)
@@ -188,10 +192,12 @@ class TransformerBlock(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last: int | None = None) -> torch.Tensor:
+        """The residual stream after the block at every position, or with ``last = m`` at the last m."""
         x = self.hook_resid_pre(x)
         attn_in = self.ln1(x) if hasattr(self, "ln1") else x
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(attn_in)))
+        kept = x if last is None else x[..., x.shape[-2] - last:, :]
+        x = self.hook_resid_mid(kept + self.hook_attn_out(self.attn(attn_in, last)))
         mlp_in = self.ln2(x) if hasattr(self, "ln2") else x
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(mlp_in)))
 
@@ -222,10 +228,12 @@ class Transformer(HookedRootModule):
     def eq_token(self) -> int:
         return self.cfg.d_vocab - 1
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, last: int | None = None) -> torch.Tensor:
+        """``[..., n_ctx, d_vocab]`` logits; with ``last = m``, ``[..., m, d_vocab]`` at the last m
+        positions only, the last block computed there alone (what a loss on the answers needs)."""
         x = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(tokens))
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, last if i == len(self.blocks) - 1 else None)
         if hasattr(self, "ln_final"):
             x = self.ln_final(x)
         return self.unembed(x)

@@ -4,9 +4,17 @@ import torch
 
 from grokking.config import Config
 from grokking.data import make_dataset
-from grokking.fast import hooked_last_position_logits, last_position_logits, unsupported_reason, uses_token_tables
+from grokking.config import build_dataset
+from grokking.fast import (
+    answer_position_logits,
+    hooked_last_position_logits,
+    last_position_logits,
+    select_logits_fn,
+    unsupported_reason,
+    uses_token_tables,
+)
 from grokking.methods import loss_function
-from grokking.model import Transformer
+from grokking.model import StackedTransformer, Transformer
 from grokking.train import Trainer
 
 CONFIGS = [
@@ -89,7 +97,7 @@ def test_unsupported_configs_fall_back_to_the_hooked_model():
     cfg = Config(n_layers=2)
     assert unsupported_reason(cfg) is not None
     trainer = Trainer(cfg.replace(p=11, d_model=16, d_mlp=16), None, progress=False)
-    assert trainer.logits_fn is hooked_last_position_logits
+    assert trainer.logits_fn is answer_position_logits  # the hooked modules, the last block at '=' only
     assert Trainer(Config(p=11, fast=False), None, progress=False).logits_fn is hooked_last_position_logits
 
 
@@ -140,3 +148,32 @@ def test_fast_preset_groks_the_canonical_task_by_epoch_300_and_stays_grokked(see
     assert summary["epoch_train_acc_99"] < summary["epoch_test_acc_99"]  # memorisation still comes first
     after = [r["train_acc"] for r in trainer.records if r["epoch"] >= summary["epoch_train_acc_99"]]
     assert min(after) >= 0.9 and trainer.records[-1]["epoch"] == 300
+
+
+@pytest.mark.parametrize("changes", [
+    {"n_layers": 2},
+    {"n_layers": 3, "layernorm": True, "act": "gelu"},
+    {"op": "parity", "parity_bits": 12, "n_examples": 300},
+    {"op": "sort", "p": 6, "seq_len": 3, "n_layers": 2, "layernorm": True},
+], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_answer_positions_path_matches_the_full_hooked_forward(changes):
+    # What the fast path does not cover trains with the last block at the answer positions only.
+    cfg = Config().replace(**{"p": 23, "d_model": 32, "d_mlp": 64, **changes})
+    assert select_logits_fn(cfg)[0] is answer_position_logits
+    assert select_logits_fn(cfg.replace(fast=False))[0] is hooked_last_position_logits
+    model = perturbed(Transformer(cfg, seed=3))
+    tokens, labels = build_dataset(cfg).split("train")
+    loss_fn = loss_function(cfg)
+    results = []
+    for fn in (answer_position_logits, hooked_last_position_logits):
+        logits = fn(model, tokens)
+        assert logits.shape == (len(labels), *labels.shape[1:], cfg.d_vocab)
+        loss = loss_fn(logits.flatten(0, -2), labels.flatten())
+        results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
+    (loss, grads), (ref_loss, ref_grads) = results
+    assert abs(loss.item() - ref_loss.item()) < 1e-6 * max(1.0, abs(ref_loss.item()))
+    for (name, _), g, g_ref in zip(model.named_parameters(), grads, ref_grads):
+        assert (g - g_ref).abs().max().item() < 1e-4 * (g_ref.abs().max().item() + 1e-12), name
+    stacked = StackedTransformer([cfg, cfg.replace(seed=1)])
+    with torch.no_grad():
+        assert (answer_position_logits(stacked, tokens) - hooked_last_position_logits(stacked, tokens)).abs().max() < 1e-5

@@ -87,7 +87,7 @@ def test_sequence_loss_and_accuracy_match_an_independent_computation():
     token_loss = -log_probs.gather(-1, ds.labels[..., None])[..., 0]  # [N, 3]
     right = (logits.argmax(-1) == ds.labels).all(-1).double()
     for split, idx in (("train", ds.train_idx), ("test", ds.test_idx)):
-        assert figures[f"{split}_loss"] == pytest.approx(token_loss[idx].mean().item(), rel=1e-9)
+        assert figures[f"{split}_loss"] == pytest.approx(token_loss[idx].mean().item(), rel=1e-6)  # float32 logits
         assert figures[f"{split}_acc"] == pytest.approx(right[idx].mean().item(), abs=1e-12)
 
 
