@@ -78,8 +78,8 @@ class Config:
     n_examples: int = _f(2000, "parity: distinct bit strings drawn (frac of them train)", min=2, max=10**6,
                          group="task")
     # --- model ------------------------------------------------------------------------
-    model: str = _f("transformer", "'transformer': the seed's; 'mlp': an MLP over the operands' embeddings or "
-                    "one-hot codes (Gromov 2023 with mlp_act = quadratic, mlp_input = onehot)",
+    model: str = _f("transformer", "'transformer': the seed's; 'mlp': an MLP over the task's input tokens "
+                    "(Gromov 2023 with mlp_act = quadratic, mlp_input = onehot)",
                     choices=("transformer", "mlp"), group="model")
     mlp_input: str = _f("embed", "model = mlp: the input tokens as learned embeddings (d_model each, "
                         "concatenated), as concatenated one-hot codes, or as numbers ('value': each token's "

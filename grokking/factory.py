@@ -15,8 +15,8 @@ Model = Union[Transformer, MLP]
 #: Every value of ``cfg.model``, with what it builds (``grokking ops`` lists them).
 MODELS: dict[str, str] = {
     "transformer": "the seed's transformer (Nanda et al. 2023): n_layers, d_model, n_heads, d_mlp, act, layernorm",
-    "mlp": "an MLP over the operands' embeddings or one-hot codes: mlp_input, mlp_act, mlp_layers, d_mlp; "
-           "Gromov 2023's network is --mlp-input onehot --mlp-act quadratic",
+    "mlp": "an MLP over the task's input tokens as embeddings, one-hot codes or values: mlp_input, mlp_act, "
+           "mlp_layers, d_mlp; Gromov 2023's network is --mlp-input onehot --mlp-act quadratic",
 }
 #: For ``isinstance``: any single model of the package (a StackedTransformer is a Transformer).
 MODEL_TYPES = (Transformer, MLP)
