@@ -199,10 +199,6 @@ def task_kind(op: str) -> str:
     return "table" if op in OPERATIONS else TOKEN_TASKS[op].kind
 
 
-def task_formula(op: str) -> str:
-    return OPERATIONS[op].formula if op in OPERATIONS else TOKEN_TASKS[op].formula
-
-
 def sequence_count(p: int, length: int) -> int:
     """Ordered lists of ``length`` distinct symbols out of ``p``: p! / (p - length)!."""
     return math.perm(p, length) if length <= p else 0

@@ -320,9 +320,13 @@ def hooked_last_position_logits(model: Model, tokens: torch.Tensor) -> torch.Ten
     positions (:func:`~grokking.mlp.mlp_logits`)."""
     if isinstance(model, MLP):
         return mlp_logits(model, tokens)
-    logits = model(tokens)
     answers = model.cfg.output_len
-    return logits[..., -1, :] if answers == 1 else logits[..., -answers:, :]
+    return _answer_rows(model(tokens)[..., -answers:, :], answers)
+
+
+def _answer_rows(logits: torch.Tensor, answers: int) -> torch.Tensor:
+    """The answer positions' logits ``[..., answers, d_vocab]``, the position dropped for one answer."""
+    return logits[..., 0, :] if answers == 1 else logits
 
 
 def answer_position_logits(model: Model, tokens: torch.Tensor) -> torch.Tensor:
@@ -333,8 +337,7 @@ def answer_position_logits(model: Model, tokens: torch.Tensor) -> torch.Tensor:
     if isinstance(model, MLP):
         return mlp_logits(model, tokens)
     answers = model.cfg.output_len
-    logits = model(tokens, answers)
-    return logits[..., -1, :] if answers == 1 else logits
+    return _answer_rows(model(tokens, answers), answers)
 
 
 #: ``logits_fn(model, tokens)``: ``[B, d_vocab]`` for a transformer ('=' included), ``[B, n]`` for an
