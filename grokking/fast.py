@@ -146,8 +146,12 @@ def last_position_logits(model: Model, tokens: torch.Tensor) -> torch.Tensor:
     token_tables = not stacked and uses_token_tables(model, tokens)
     table = scores01 if token_tables else torch.cat([scores01, kv01[:, :, :, 1].flatten(-2)], -1)
     run_offset = torch.arange(n_runs, device=a.device).unsqueeze(1) * (2 * d_vocab)
-    rows = F.embedding(torch.stack([a + run_offset, b + d_vocab + run_offset], -1),
-                       table.reshape(n_runs * 2 * d_vocab, -1))  # [K, B, 2, C]
+    lookups = torch.stack([a + run_offset, b + d_vocab + run_offset], -1)  # [K, B, 2]
+    flat_table = table.reshape(n_runs * 2 * d_vocab, -1)
+    # On CPU index_select's gradient (index_add_) costs a fraction of embedding's, which sorts the
+    # lookups every step; on CUDA embedding's is the deterministic one (index_add_ uses atomics).
+    rows = (flat_table.index_select(0, lookups.flatten()).view(*lookups.shape, -1) if lookups.device.type == "cpu"
+            else F.embedding(lookups, flat_table))  # [K, B, 2, C]
     n_examples = a.shape[1]
     scores = torch.cat([rows[..., :n_heads], score_eq[:, None, None].expand(n_runs, n_examples, 1, n_heads)], 2)
     pattern = torch.softmax(scores, dim=2)  # [K, B, 3, H]
