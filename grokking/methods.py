@@ -15,10 +15,12 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections import OrderedDict
+from typing import Any, Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from torch.utils.hooks import RemovableHandle
 
 from .config import Config
 
@@ -117,6 +119,97 @@ def orthogonalize_gradients(params: list[torch.nn.Parameter], eps: float = 1e-30
             p.grad.copy_(orthogonalized(p.detach().flatten(), p.grad.flatten(), eps).view_as(p.grad))
 
 
+# --- AdamW ---------------------------------------------------------------------------------------
+class FusedAdamW:
+    """``torch.optim.AdamW(..., fused=True)``: the same update, state and ``state_dict``, without
+    ``torch.optim.Optimizer`` underneath.
+
+    The first torch optimiser a process builds imports ``torch._dynamo`` (``add_param_group`` is
+    wrapped in ``torch._disable_dynamo``): 1.5 s of start-up, a tenth of a ``--preset fast`` run.
+    :meth:`step` calls the kernel torch's fused AdamW calls (``torch._fused_adamw_``, after adding
+    one to every step count), so the parameters are torch's bit for bit, and a ``state_dict`` of
+    either loads into the other (``tests/test_methods.py``). One parameter group; parameters
+    without a gradient are skipped, as torch skips them."""
+
+    def __init__(self, params: Sequence[torch.Tensor], lr: float, betas: tuple[float, float], eps: float,
+                 weight_decay: float):
+        self.param_groups: list[dict[str, Any]] = [dict(
+            params=list(params), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=False,
+            maximize=False, foreach=None, capturable=False, differentiable=False, fused=True,
+            decoupled_weight_decay=True)]
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        self._pre_hooks: OrderedDict[int, Callable] = OrderedDict()  # weak-referenceable, for the handles
+        self._post_hooks: OrderedDict[int, Callable] = OrderedDict()
+
+    @staticmethod
+    def available() -> bool:
+        return hasattr(torch, "_fused_adamw_")
+
+    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs)`` before every step, as torch's optimisers call it."""
+        handle = RemovableHandle(self._pre_hooks)
+        self._pre_hooks[handle.id] = hook
+        return handle
+
+    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs)`` after every step."""
+        handle = RemovableHandle(self._post_hooks)
+        self._post_hooks[handle.id] = hook
+        return handle
+
+    def step(self) -> None:
+        for hook in list(self._pre_hooks.values()):
+            hook(self, (), {})
+        self._step()
+        for hook in list(self._post_hooks.values()):
+            hook(self, (), {})
+
+    @torch.no_grad()
+    def _step(self) -> None:
+        group = self.param_groups[0]
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        for p in params:
+            if p not in self.state:
+                self.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
+                                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        states = [self.state[p] for p in params]
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+        beta1, beta2 = group["betas"]
+        torch._fused_adamw_(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                            [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False, lr=float(group["lr"]),
+                            beta1=float(beta1), beta2=float(beta2), weight_decay=float(group["weight_decay"]),
+                            eps=float(group["eps"]), maximize=False, grad_scale=None, found_inf=None)
+
+    def state_dict(self) -> dict[str, Any]:
+        params = self.param_groups[0]["params"]
+        index = {id(p): i for i, p in enumerate(params)}
+        return {"state": {index[id(p)]: dict(s) for p, s in self.state.items()},
+                "param_groups": [{**{k: v for k, v in self.param_groups[0].items() if k != "params"},
+                                  "params": list(range(len(params)))}]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        (saved,) = state_dict["param_groups"]  # one group, as written by state_dict
+        params = self.param_groups[0]["params"]
+        if len(saved["params"]) != len(params):
+            raise ValueError(f"optimizer state: {len(saved['params'])} parameters saved, {len(params)} here")
+        by_index = dict(zip(saved["params"], params))
+        self.param_groups[0].update({k: v for k, v in saved.items() if k != "params"})
+        self.param_groups[0]["betas"] = tuple(self.param_groups[0]["betas"])
+        self.state = {}
+        for idx, values in state_dict["state"].items():
+            p = by_index[int(idx)]
+            self.state[p] = {key: value.detach().to(device=p.device, dtype=torch.float32 if key == "step" else p.dtype,
+                                                    copy=True) for key, value in values.items()}
+
+
+#: What :func:`build_optimizer` returns.
+Optimizer = Union[torch.optim.Optimizer, FusedAdamW]
+
+
 # --- Muon ----------------------------------------------------------------------------------------
 def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """Approximate U V^T of g = U S V^T with the quintic iteration of Jordan et al.; ``g`` is
@@ -194,18 +287,20 @@ def is_hidden_matrix(name: str, p: torch.Tensor, onehot_input: bool = False) -> 
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module | Sequence[tuple[str, torch.Tensor]],
-                    fused: bool | None = None) -> torch.optim.Optimizer:
+                    fused: bool | None = None) -> "Optimizer":
     """The optimiser for ``cfg`` over one run's parameters: a model, or ``(name, tensor)`` pairs
     (a stacked run's views, under the seed's names). Every group records its peak lr as
-    ``initial_lr`` for the warm-up."""
+    ``initial_lr`` for the warm-up. ``fused=True`` builds AdamW as :class:`FusedAdamW`."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad] if isinstance(model, torch.nn.Module) \
         else list(model)
     params = [p for _, p in named]
     betas = (cfg.beta1, cfg.beta2)
     onehot = cfg.model == "mlp" and cfg.mlp_input == "onehot"
-    if cfg.optimizer in ("adamw", "orthoadamw"):
-        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=betas, eps=cfg.eps,
-                                                       weight_decay=cfg.weight_decay, fused=fused)
+    if cfg.optimizer in ("adamw", "orthoadamw") and fused and FusedAdamW.available():
+        opt: Optimizer = FusedAdamW(params, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer in ("adamw", "orthoadamw"):
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                                fused=fused)
     elif cfg.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused)
     elif cfg.optimizer == "sgd":
@@ -229,7 +324,7 @@ def warmup_factor(cfg: Config, step: int) -> float:
     return 1.0 if cfg.warmup_steps == 0 else min(step / cfg.warmup_steps, 1.0)
 
 
-def set_learning_rate(opt: torch.optim.Optimizer, factor: float) -> None:
+def set_learning_rate(opt: "Optimizer", factor: float) -> None:
     for group in opt.param_groups:
         group["lr"] = group["initial_lr"] * factor
 

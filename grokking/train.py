@@ -40,7 +40,7 @@ from .engine import (  # noqa: F401 - re-exported: the training API's names
 )
 from .fast import LogitsFn
 from .memory import check_memory, estimate_memory, resolve_device  # noqa: F401 - re-exported
-from .methods import GradFilter
+from .methods import GradFilter, Optimizer
 from .factory import Model
 from .monitor import make_callbacks
 from .rundir import (  # noqa: F401 - re-exported
@@ -135,7 +135,7 @@ class Trainer:
         return self.group.params[0]
 
     @property
-    def optimizer(self) -> torch.optim.Optimizer:
+    def optimizer(self) -> Optimizer:
         return self.group.optimizers[0]
 
     @property

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from conftest import tiny_config
 from grokking.config import Config
 from grokking.methods import (
+    FusedAdamW,
     GradFilter,
     MuonAdamW,
     build_optimizer,
@@ -463,3 +464,54 @@ def test_sweep_comparison_tabulates_recipes_run_on_every_task(tmp_path):
     assert "| lr=0.01 | 70 ± 14 | 100 |" in train
     assert "| lr=0.01 | 35.0 ± 7.1 | 20.0 |" in seconds
     assert written[4].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _adamw_params() -> list[torch.nn.Parameter]:
+    torch.manual_seed(0)
+    return [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7)), torch.nn.Parameter(torch.randn(2))]
+
+
+def test_fused_adamw_is_torch_fused_adamw_bit_for_bit_and_shares_its_state_dict():
+    theirs, ours = _adamw_params(), _adamw_params()
+    recipe = dict(lr=1e-2, betas=(0.9, 0.98), eps=1e-8, weight_decay=1.0)
+    reference = torch.optim.AdamW(theirs, fused=True, **recipe)
+    optimizer = FusedAdamW(ours, **recipe)
+    for step in range(25):
+        grads = [torch.randn_like(p, generator=torch.Generator().manual_seed(step * 3 + i)) for i, p in enumerate(theirs)]
+        for params in (theirs, ours):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            params[2].grad = None  # a parameter without a gradient is skipped, its state never made
+        reference.step()
+        optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(theirs, ours))
+    expected, got = reference.state_dict(), optimizer.state_dict()
+    assert got["param_groups"] == expected["param_groups"] and sorted(got["state"]) == sorted(expected["state"]) == [0, 1]
+    assert all(torch.equal(expected["state"][i][k], got["state"][i][k]) for i in (0, 1) for k in expected["state"][i])
+
+    # torch's state, its groups through JSON as a checkpoint stores them, continues here identically, and ours there.
+    resumed = FusedAdamW(_adamw_params(), lr=0.5, betas=(0.1, 0.2), eps=1.0, weight_decay=0.0)
+    resumed.load_state_dict({"state": expected["state"], "param_groups": json.loads(json.dumps(expected["param_groups"]))})
+    back = torch.optim.AdamW(_adamw_params(), fused=True, lr=0.5)
+    back.load_state_dict(got)
+    for opt, params in ((resumed, resumed.param_groups[0]["params"]), (back, back.param_groups[0]["params"])):
+        with torch.no_grad():
+            for p, q in zip(params, theirs):
+                p.copy_(q)
+        for i, p in enumerate(params):
+            p.grad = torch.ones_like(p) * (i + 1)
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(resumed.param_groups[0]["params"], back.param_groups[0]["params"]))
+    with pytest.raises(ValueError, match="2 parameters saved, 3 here"):
+        FusedAdamW(_adamw_params(), **recipe).load_state_dict(
+            {"state": {}, "param_groups": [{**expected["param_groups"][0], "params": [0, 1]}]})
+
+
+def test_a_training_run_builds_no_torch_optimizer_and_so_never_imports_dynamo(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys; from grokking.config import Config; from grokking.train import Trainer; "
+            "t = Trainer(Config(p=13, frac=0.5, epochs=2, d_model=16, d_mlp=32, n_heads=2, d_head=8), None, progress=False); "
+            "t.group.train_epoch(); print(type(t.optimizer).__name__, 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["FusedAdamW", "False"]
