@@ -129,11 +129,28 @@ class Run:
         return epoch >= cfg.epochs or bool(cfg.max_steps and self.step_count >= cfg.max_steps)
 
     def stop_condition(self, record: dict[str, Any]) -> str | None:
+        """Why the run ends at ``record``'s evaluation, or None. With ``stop_hold``, a condition
+        ends it only once it has held at every evaluation of the last ``stop_hold`` epochs; the
+        streak is read from the run's records, so a resumed run counts it as an unbroken one would."""
         cfg = self.cfg
-        if cfg.stop_at_test_acc is not None and record["test_acc"] >= cfg.stop_at_test_acc:
-            return f"test_acc >= {cfg.stop_at_test_acc}"
-        if cfg.stop_at_test_loss is not None and record["test_loss"] <= cfg.stop_at_test_loss:
-            return f"test_loss <= {cfg.stop_at_test_loss}"
+        acc, loss = cfg.stop_at_test_acc, cfg.stop_at_test_loss
+        conditions: list[tuple[str, Callable[[dict[str, Any]], bool]]] = []
+        if acc is not None:
+            conditions.append((f"test_acc >= {acc}", lambda r: r["test_acc"] >= acc))
+        if loss is not None:
+            conditions.append((f"test_loss <= {loss}", lambda r: r["test_loss"] <= loss))
+        for text, holds in conditions:
+            if not holds(record):
+                continue
+            if not cfg.stop_hold:
+                return text
+            since = record["epoch"]
+            for earlier in reversed([r for r in self.records if r["epoch"] < record["epoch"]]):
+                if not holds(earlier):
+                    break
+                since = earlier["epoch"]
+            if record["epoch"] - since >= cfg.stop_hold:
+                return f"{text} at every evaluation from epoch {since} to {record['epoch']}"
         return None
 
     def kept(self) -> str:

@@ -125,7 +125,7 @@ class FusedAdamW:
     ``torch.optim.Optimizer`` underneath.
 
     The first torch optimiser a process builds imports ``torch._dynamo`` (``add_param_group`` is
-    wrapped in ``torch._disable_dynamo``): 1.5 s of start-up, a tenth of a ``--preset fast`` run.
+    wrapped in ``torch._disable_dynamo``), a large share of a short run's start-up.
     :meth:`step` calls the kernel torch's fused AdamW calls (``torch._fused_adamw_``, after adding
     one to every step count), so the parameters are torch's bit for bit, and a ``state_dict`` of
     either loads into the other (``tests/test_methods.py``). One parameter group; parameters

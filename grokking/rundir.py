@@ -60,7 +60,7 @@ DAMAGED_METRICS = "metrics.damaged.jsonl"
 
 #: Fields that only decide when a run stops. ``--resume`` may change them (to extend a run that has
 #: not grokked yet, or give a stopped one a new target) without changing any step it takes.
-BUDGET_FIELDS = ("epochs", "max_steps", "stop_at_test_acc", "stop_at_test_loss")
+BUDGET_FIELDS = ("epochs", "max_steps", "stop_at_test_acc", "stop_at_test_loss", "stop_hold")
 
 logger = logging.getLogger("grokking")
 
