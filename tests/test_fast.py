@@ -148,7 +148,12 @@ def test_fast_preset_groks_the_canonical_task_by_epoch_300_and_stays_grokked(see
     trainer = Trainer(cfg, None, progress=False)
     summary = trainer.run()
     assert summary["epoch_test_acc_99"] is not None and summary["epoch_test_acc_99"] <= 300
-    assert summary["epoch_train_acc_99"] < summary["epoch_test_acc_99"]  # memorisation still comes first
+    # Memorisation still comes first: before test accuracy reaches 99%, some evaluation has train
+    # accuracy at least 0.4 above test accuracy (seed 1 passes 99% train and test at the same
+    # evaluation, after train 0.93 / test 0.31 at epoch 90; seed 2's widest gap is 0.57).
+    assert summary["epoch_train_acc_99"] <= summary["epoch_test_acc_99"]
+    assert any(r["train_acc"] - r["test_acc"] >= 0.4 for r in trainer.records
+               if r["epoch"] < summary["epoch_test_acc_99"])
     after = [r["train_acc"] for r in trainer.records if r["epoch"] >= summary["epoch_train_acc_99"]]
     assert min(after) >= 0.9 and trainer.records[-1]["epoch"] == 300
 
