@@ -145,7 +145,9 @@ class Run:
             if not cfg.stop_hold:
                 return text
             since = record["epoch"]
-            for earlier in reversed([r for r in self.records if r["epoch"] < record["epoch"]]):
+            for earlier in reversed(self.records):  # back to the streak's start only, not the whole run
+                if earlier["epoch"] >= record["epoch"]:
+                    continue  # ``record`` itself, once logged
                 if not holds(earlier):
                     break
                 since = earlier["epoch"]

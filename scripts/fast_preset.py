@@ -115,8 +115,8 @@ def run_one(seed: int, threads: int, overrides: dict[str, str], root: Path, min_
     row["end"] = records[-1]["epoch"] if records else None
     row["final_test"] = (summary.get("final") or {}).get("test_acc")
     ok = returncode == 0 and row["status"] in ("completed", "stopped_early")
-    config = (read_json(out / CONFIG) or {}).get("config", {}) if out.exists() else {}
-    held = row["status"] == "stopped_early" and bool(summary.get("stop_reason")) and bool(config.get("stop_hold"))
+    # stopped_early always carries a stop_reason; with stop_hold set, that reason is the hold
+    held = row["status"] == "stopped_early" and bool((read_json(out / CONFIG) or {}).get("config", {}).get("stop_hold"))
     row["groks"] = ok and test99 is not None and test99 <= TEST_BY
     row["stays"] = (ok and row["min_train"] is not None and row["min_train"] >= TRAIN_FLOOR
                     and row["end"] is not None and (row["end"] >= min_end or held))
