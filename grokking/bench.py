@@ -57,7 +57,7 @@ from .data import task_kind
 from .errors import GrokkingError, InputError
 from .interop import DISTRIBUTION, INSTALL_HINT, InteropError, to_transformer_lens
 from .memory import resolve_device
-from .methods import warmup_factor
+from .methods import lr_factor
 from .model import Transformer
 from .threads import ThreadPolicy, restored_threads
 from .train import Trainer
@@ -167,7 +167,7 @@ class TransformerLensPeer:
                 params.append(p)
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                            betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: warmup_factor(cfg, step))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(cfg, step))
 
     def logits(self) -> torch.Tensor:
         """Logits at '=' for every training pair, ``[N, d_vocab]``."""

@@ -41,7 +41,7 @@ from .evaluation import (  # noqa: F401 - re-exported: the engine's evaluation n
     weight_norms,
 )
 from .figures import plot_run
-from .methods import warmup_factor
+from .methods import lr_factor
 from .report import write_report
 from .rundir import (
     CONFIG,
@@ -268,7 +268,7 @@ class Engine:
 
     def _record(self, run: Run, figures: dict[str, float], norm: float) -> dict[str, Any]:
         record = {"epoch": self.epoch, "step": run.step_count, **figures, "weight_norm": norm,
-                  "lr": run.cfg.lr * warmup_factor(run.cfg, run.step_count), "seconds": round(self._seconds(run), 3),
+                  "lr": run.cfg.lr * lr_factor(run.cfg, run.step_count), "seconds": round(self._seconds(run), 3),
                   "threads": self.threads.current}
         if not (math.isfinite(figures["train_loss"]) and math.isfinite(norm)):
             raise TrainingFailed(f"non-finite {'loss' if not math.isfinite(figures['train_loss']) else 'weights'} "

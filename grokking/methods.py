@@ -319,9 +319,15 @@ def build_optimizer(cfg: Config, model: torch.nn.Module | Sequence[tuple[str, to
     return opt
 
 
-def warmup_factor(cfg: Config, step: int) -> float:
-    """The seed's LambdaLR: lr * min(step / warmup, 1); step 0 has lr 0, as in the seed."""
-    return 1.0 if cfg.warmup_steps == 0 else min(step / cfg.warmup_steps, 1.0)
+def lr_factor(cfg: Config, step: int) -> float:
+    """The learning rate of optimiser step ``step`` over ``cfg.lr``: the seed's LambdaLR warm-up,
+    min(step / warmup_steps, 1) (step 0 has lr 0, as in the seed), times the cosine decay
+    0.5 * (1 + cos(pi * min(step / lr_decay_steps, 1))) when ``lr_decay_steps`` is set. A function of
+    the step alone, so a resumed run continues the same schedule whatever its new epoch budget."""
+    warm = 1.0 if cfg.warmup_steps == 0 else min(step / cfg.warmup_steps, 1.0)
+    if cfg.lr_decay_steps == 0:
+        return warm
+    return warm * 0.5 * (1.0 + math.cos(math.pi * min(step / cfg.lr_decay_steps, 1.0)))
 
 
 def set_learning_rate(opt: "Optimizer", factor: float) -> None:

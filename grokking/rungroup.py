@@ -27,7 +27,7 @@ from .methods import (
     loss_function,
     orthogonalize_gradients,
     set_learning_rate,
-    warmup_factor,
+    lr_factor,
 )
 from .model import StackedTransformer
 
@@ -109,7 +109,7 @@ class RunGroup:
                 for p, stacked in zip(params, self.model.parameters()):
                     p.grad = stacked.grad[k]
         for cfg, params, grad_filter, optimizer in zip(self.cfgs, self.params, self.filters, self.optimizers):
-            set_learning_rate(optimizer, warmup_factor(cfg, self.step_count))
+            set_learning_rate(optimizer, lr_factor(cfg, self.step_count))
             if grad_filter.active:
                 grad_filter.apply()
             if cfg.optimizer == "orthoadamw":

@@ -104,15 +104,13 @@ from grokking.train import read_metrics, train
 ## 1. Train
 
 `Config(**preset("fast"))` is `grokking train --preset fast`: the seed's model and data (30% of the
-113² pairs for training), AdamW with the learning rate raised 20x (2e-2) and the weight decay doubled
-(2). It memorises the training set within a hundred epochs and generalises a few hundred epochs
-in, where the seed's recipe takes about 10,000 (the canonical run: 99% test accuracy at epoch 10,200).
-This learning rate sits at the edge of stability: the loss jumps back up several times on the way
-(the curves below), and past 99% it does again (seed 0 measured: 99% test accuracy at epoch 280, about
-20% again by epoch 400), so here the run stops at its first evaluation with 99% test accuracy
-(`stop_at_test_acc=0.99`).'''),
+113² pairs for training), AdamW with the learning rate raised 20x (2e-2, decayed along a cosine to 0
+at epoch 300), the weight decay tripled (3) and the gradient norm clipped to 0.5. It memorises the
+training set within about a hundred epochs and generalises a few dozen epochs later, where the seed's
+recipe takes about 10,000 (the canonical run: 99% test accuracy at epoch 10,200). The run ends once
+test accuracy has stayed at or above 99% for 50 epochs (`stop_at_test_acc=0.99`, `stop_hold=50`).'''),
     ("code", '''\
-cfg = Config(**preset("fast")).replace(stop_at_test_acc=0.99)
+cfg = Config(**preset("fast"))
 if QUICK:
     cfg = cfg.replace(p=23, epochs=40, report=False)
 RUN = Path("runs/quickstart")
@@ -274,7 +272,7 @@ SWEEPS = [
     ("markdown", badge("sweeps_and_acceleration", "Sweeps and acceleration",
                        "A small Power et al. (2022)-style sweep: steps to 99% test accuracy against the training "
                        "fraction, over seeds. Then one acceleration comparison on the canonical task: the seed's "
-                       "recipe, the `fast` preset and StableMax (Prieto et al. 2025).")),
+                       "recipe, the first `fast` recipe (`fast_unclipped`) and StableMax (Prieto et al. 2025).")),
     ("code", install_cell("")),
     ("code", SETUP + '''
 from grokking import Config, figures, sweep_figures
@@ -287,10 +285,11 @@ from grokking.train import read_metrics
 
 `plan_sweep` validates every point before anything runs; `run_sweep` trains each into its own run
 directory (`DIR/runs/NAME_KEY`), skips finished ones when run again, and writes `results.csv`. Here:
-add mod 97 with the `fast` recipe, each run stopped at 99% test accuracy (`grokking sweep` does the
+add mod 97 with the `fast_unclipped` recipe (a constant learning rate, unlike `fast`, whose rate
+decays to 0 by epoch 300), each run stopped at 99% test accuracy (`grokking sweep` does the
 same from the command line, on a process pool, Ray or Slurm).'''),
     ("code", '''\
-fixed = {**preset("fast"), "p": 97, "epochs": 1000, "stop_at_test_acc": 0.99, "checkpoint_every": 0,
+fixed = {**preset("fast_unclipped"), "p": 97, "epochs": 1000, "stop_at_test_acc": 0.99, "checkpoint_every": 0,
          "checkpoint_log": 0, "report": False}
 grid = {"frac": [0.25, 0.35, 0.5, 0.7], "seed": [0, 1]}
 if QUICK:
@@ -312,14 +311,14 @@ figure uses learning rate 1e-2.'''),
 ## One acceleration comparison
 
 The canonical task (add mod 113, 30% training data) with three recipes, the same seeds and the same
-budget, each stopped at 99% test accuracy: the seed's (AdamW lr 1e-3, weight decay 1), the `fast` preset
-(lr 2e-2, weight decay 2) and StableMax cross-entropy at lr 2e-2 with the seed's weight decay.
+budget, each stopped at 99% test accuracy: the seed's (AdamW lr 1e-3, weight decay 1), the first `fast`
+recipe (`--preset fast_unclipped`: lr 2e-2, weight decay 2) and StableMax cross-entropy at lr 2e-2 with the seed's weight decay.
 docs/acceleration.md has the full comparison (more methods, tasks and seeds).'''),
     ("code", '''\
 budget = {"epochs": 1000, "eval_every": 10, "stop_at_test_acc": 0.99, "checkpoint_every": 0, "checkpoint_log": 0,
           "report": False}
 recipes = [{"lr": 1e-3, "weight_decay": 1.0}, {"lr": 2e-2, "weight_decay": 2.0}, {"lr": 2e-2, "loss": "stablemax"}]
-names = ["seed recipe", "--preset fast", "StableMax, lr 2e-2"]
+names = ["seed recipe", "fast_unclipped", "StableMax, lr 2e-2"]
 seeds = [0, 1]
 if QUICK:
     budget.update(p=23, epochs=30)

@@ -26,9 +26,9 @@ from grokking.model import Transformer
 from grokking.train import Trainer, evaluate, read_metrics, train
 
 # Three runs that differ in seed, weight decay, learning rate, training fraction (so train
-# set size), clipping and budget (the shortest leaves the batch early).
+# set size), clipping, learning-rate schedule and budget (the shortest leaves the batch early).
 MIXED = [
-    dict(seed=0, weight_decay=1.0, frac=0.3, lr=1e-2, epochs=30),
+    dict(seed=0, weight_decay=1.0, frac=0.3, lr=1e-2, epochs=30, lr_decay_steps=40),
     dict(seed=1, weight_decay=0.0, frac=0.5, lr=5e-3, epochs=20, beta2=0.99),
     dict(seed=2, weight_decay=0.3, frac=0.7, lr=1e-2, epochs=30, grad_clip=0.5, warmup_steps=3),
 ]
@@ -221,13 +221,13 @@ def test_per_run_hyperparameters_give_torch_adamw_updates_for_each_run():
     singles = [torch.nn.Parameter(start[0].clone()) for _ in cfgs]
     torch_opts = [torch.optim.AdamW([p], lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps, weight_decay=c.weight_decay)
                   for p, c in zip(singles, cfgs)]
-    from grokking.methods import warmup_factor
+    from grokking.methods import lr_factor
     for step in range(6):
         grad = torch.randn(n)
         flat.set_grad(grad.expand(3, n))
         optimizer.update()
         for p, opt, cfg in zip(singles, torch_opts, cfgs):
-            opt.param_groups[0]["lr"] = cfg.lr * warmup_factor(cfg, step)
+            opt.param_groups[0]["lr"] = cfg.lr * lr_factor(cfg, step)
             p.grad = grad.clone()
             opt.step()
         if step == 0:  # the warm-up's step 0 has lr 0 (run 2); runs 0 and 1 have no warm-up
