@@ -253,8 +253,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # same recipe falls back after grokking on some seeds (fast_constant, below, dips to 0.94 test
     # accuracy on seed 4). The run ends once test accuracy has stayed >= 99% for 50 epochs, or at
     # epoch 300 (--stop-hold 0 --stop-at-test-acc none runs all 300; a longer --epochs needs a
-    # longer --lr-decay-steps: the rate is 0 after it). Tuned on add: on divide mod 97 use --loss
-    # stablemax (see the comparison there).
+    # longer --lr-decay-steps: the rate is 0 after it). Tuned on add only; for divide mod 97 the
+    # comparison in docs/acceleration.md (run with fast_unclipped's recipe) found --loss stablemax.
     "fast": {"lr": 2e-2, "weight_decay": 3.0, "grad_clip": 0.5, "lr_decay_steps": 300, "epochs": 300,
              "eval_every": 10, "checkpoint_every": 50, "stop_at_test_acc": 0.99, "stop_hold": 50},
     # fast before the decay: lr 1.5e-2 constant; 99% test at epochs 110-170 on seeds 0-4, then

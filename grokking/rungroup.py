@@ -25,9 +25,9 @@ from .methods import (
     build_optimizer,
     clip_gradients,
     loss_function,
+    lr_factor,
     orthogonalize_gradients,
     set_learning_rate,
-    lr_factor,
 )
 from .model import StackedTransformer
 

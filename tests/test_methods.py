@@ -8,6 +8,7 @@ StableMax and ⊥Grad (Prieto et al. 2025, "Grokking at the edge of numerical st
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 
 import pytest
@@ -247,23 +248,22 @@ def recorded_run(steps: int = 6, **changes) -> tuple[Trainer, StepRecorder]:
 
 
 def test_learning_rate_follows_the_warm_up_times_the_cosine_decay_then_stays_at_zero():
-    import math
-
     lr, warmup, decay, steps = 1e-2, 3, 7, 10
+
+    def expected(t: int) -> float:  # written out here, not through grokking.methods.lr_factor
+        return lr * min(t / warmup, 1) * (1 + math.cos(math.pi * min(t, decay) / decay)) / 2
+
     cfg = tiny_config(p=17, epochs=steps, eval_every=1, warmup_steps=warmup, lr=lr, lr_decay_steps=decay)
     trainer = Trainer(cfg, None, progress=False)
     rec = StepRecorder(trainer)
     seen: list[float] = []
     trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
     trainer.run()
-    # Written out here, not through grokking.methods.lr_factor.
-    expected = [lr * min(t / warmup, 1) * (1 + math.cos(math.pi * min(t, decay) / decay)) / 2 for t in range(steps)]
-    assert seen == pytest.approx(expected, rel=1e-12, abs=0.0)
-    assert expected[1] < lr and 0 < expected[decay - 1] < expected[warmup] and expected[decay] == 0.0
-    # The records carry the same rate, and at lr 0 AdamW's decoupled weight decay stops too.
+    assert seen == pytest.approx([expected(t) for t in range(steps)], rel=1e-12, abs=0.0)
+    assert expected(1) < lr and 0 < expected(decay - 1) < expected(warmup) and expected(decay) == 0.0
+    # The records carry the rate of the next step, and at lr 0 AdamW's decoupled weight decay stops too.
     assert [r["lr"] for r in trainer.records[1:]] == pytest.approx(
-        [lr * min(t / warmup, 1) * (1 + math.cos(math.pi * min(t, decay) / decay)) / 2 for t in range(1, steps + 1)],
-        rel=1e-12, abs=0.0)
+        [expected(t) for t in range(1, steps + 1)], rel=1e-12, abs=0.0)
     for before, after in zip(rec.before[decay:], rec.after[decay:]):
         assert all(torch.equal(a, b) for a, b in zip(before, after))
     assert not all(torch.equal(a, b) for a, b in zip(rec.before[decay - 1], rec.after[decay - 1]))
