@@ -28,12 +28,44 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # --- losses ------------------------------------------------------------------------------------
+class _Float64Logits(torch.autograd.Function):
+    """``logits.to(torch.float64)``, whose gradient returns to the logits' dtype with subnormal
+    numbers flushed to zero.
+
+    Once predictions are confident, most of the float64 gradient ``(p - onehot) / N`` lies
+    below the smallest normal float32 (1.2e-38). Cast back, those entries are subnormal, and
+    every CPU product that reads them slows several-fold (measured: the canonical model's
+    epoch went from 24 to 200 ms at one thread, on an Intel Xeon with AVX-512, once the fast
+    preset's predictions were confident). Zero instead changes no update beyond round-off: an
+    entry that small moves a weight's gradient by less than float32 resolves next to any
+    entry that is not, and where all are that small AdamW's step, m / (sqrt(v) + 1e-8), is
+    below 1e-28 of the learning rate either way."""
+
+    @staticmethod
+    def forward(ctx, logits):  # type: ignore[override]
+        ctx.dtype = logits.dtype
+        return logits.to(torch.float64)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        # hardshrink: x where |x| > the smallest normal number, else 0, in one pass
+        return F.hardshrink(grad.to(ctx.dtype), torch.finfo(ctx.dtype).tiny)
+
+
+def float64_logits(logits: torch.Tensor) -> torch.Tensor:
+    """The logits in float64 for a loss: float32 log-softmax underflows on confident
+    predictions. The gradient comes back without subnormals (see :class:`_Float64Logits`)."""
+    if logits.dtype == torch.float64 or not torch.is_grad_enabled() or not logits.requires_grad:
+        return logits.to(torch.float64)
+    return _Float64Logits.apply(logits)
+
+
 def cross_entropy_float64(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.to(torch.float64), labels)
+    return F.cross_entropy(float64_logits(logits), labels)
 
 
 def _stablemax_log_probabilities(logits: torch.Tensor) -> torch.Tensor:
-    x = logits.to(torch.float64)
+    x = float64_logits(logits)
     s = torch.where(x >= 0, x + 1, 1 / (1 - torch.clamp(x, max=0)))
     return torch.log(s) - torch.log(s.sum(-1, keepdim=True))
 

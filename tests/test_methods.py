@@ -22,6 +22,7 @@ from grokking.methods import (
     GradFilter,
     MuonAdamW,
     build_optimizer,
+    cross_entropy_float64,
     is_hidden_matrix,
     newton_schulz,
     orthogonalize_gradients,
@@ -168,6 +169,27 @@ def test_stablemax_loss_is_minus_log_of_its_probabilities():
     loss = stablemax_cross_entropy(big, torch.tensor([0]))
     loss.backward()
     assert loss.item() > 0 and big.grad.abs().sum().item() > 0
+
+
+def test_the_float64_loss_returns_the_seed_gradient_with_subnormal_entries_flushed_to_zero():
+    # Confident rows: the wrong classes' probabilities over N (e^-88 / 3 and below) are subnormal
+    # in float32, or zero; one row is not confident at all.
+    logits = torch.tensor([[0.0, -90.0, -95.0, -200.0], [1.0, 2.0, 3.0, 4.0], [-100.0, 0.0, -88.0, -1.0]])
+    labels = torch.tensor([0, 3, 1])
+    ours, seeds = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    loss = cross_entropy_float64(ours, labels)
+    loss.backward()
+    F.cross_entropy(seeds.to(torch.float64), labels).backward()  # the seed's loss, as written there
+    assert loss.dtype == torch.float64 and ours.grad.dtype == torch.float32
+    tiny = torch.finfo(torch.float32).tiny
+    subnormal = (seeds.grad != 0) & (seeds.grad.abs() < tiny)
+    assert subnormal.sum().item() >= 4  # the case is real: the plain cast leaves subnormal numbers
+    assert (ours.grad[subnormal] == 0).all()
+    assert torch.equal(ours.grad[~subnormal], seeds.grad[~subnormal])
+    # and by hand, in float64: (softmax - one-hot) / N
+    by_hand = (torch.softmax(logits.double(), -1) - F.one_hot(labels, 4).double()) / 3
+    assert torch.allclose(ours.grad.double(), torch.where(by_hand.abs() > tiny, by_hand, 0.0), rtol=1e-6, atol=0)
+    assert torch.equal(loss, F.cross_entropy(logits.double(), labels))
 
 
 # --- ⊥Grad ---------------------------------------------------------------------------------------------------
