@@ -35,11 +35,12 @@ class _Float64Logits(torch.autograd.Function):
     Once predictions are confident, most of the float64 gradient ``(p - onehot) / N`` lies
     below the smallest normal float32 (1.2e-38). Cast back, those entries are subnormal, and
     every CPU product that reads them slows several-fold (measured: the canonical model's
-    epoch went from 24 to 200 ms at one thread, on an Intel Xeon with AVX-512, once the fast
-    preset's predictions were confident). Zero instead changes no update beyond round-off: an
-    entry that small moves a weight's gradient by less than float32 resolves next to any
-    entry that is not, and where all are that small AdamW's step, m / (sqrt(v) + 1e-8), is
-    below 1e-28 of the learning rate either way."""
+    epoch went from 24 to 170-210 ms at one thread, on an Intel Xeon with AVX-512, once the
+    fast preset's predictions were confident). Zero instead changes nothing AdamW can see:
+    next to the gradient of any example not yet that confident (1e-10 and up) such entries
+    vanish in float32 round-off, and a weight gradient made of them alone is below ~1e-34, so
+    AdamW's step, m / (sqrt(v) + 1e-8), is below 1e-26 of the learning rate with them or
+    without."""
 
     @staticmethod
     def forward(ctx, logits):  # type: ignore[override]
