@@ -305,11 +305,11 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "mechanistic interpretability (arXiv:2301.05217)",
                "the canonical run (add mod 113, 30% train, 1 layer, AdamW lr 1e-3 wd 1, full batch; 20k epochs, "
                "paper scale 40k), then its Fourier analysis and phases",
-               "about 10-25 min (22 measured on 2 busy cores)", _nanda),
+               "about 8-25 min (8 measured on 2 quiet cores, 22 on busy ones)", _nanda),
     Experiment("power2022", "Power, Burda, Edwards, Babuschkin, Misra 2022, Grokking: generalization beyond "
                "overfitting on small algorithmic datasets (arXiv:2201.02177)",
                "the fraction curve: sweeps/power_fraction_mini.toml (6 runs, p = 31; paper scale: "
-               "sweeps/power_fraction.toml, 28 runs, p = 97)", "about 1.5-2 min (paper scale: about 1 h)", _power),
+               "sweeps/power_fraction.toml, 28 runs, p = 97)", "about 15 s-2 min (paper scale: about 1 h)", _power),
     Experiment("gromov2023", "Andrey Gromov 2023, Grokking modular arithmetic (arXiv:2301.02679)",
                "a 2-layer MLP, x^2 activation, one-hot inputs, add mod 97 (N = 512, 40% train, 2000 epochs), "
                "and its closed-form weights in the same network", "about 2-3 min", _gromov),
