@@ -308,22 +308,7 @@ def _logits_through_token_tables(model: Transformer, tokens: torch.Tensor, patte
         logits = _ReluThenProduct.apply(pre, W_post, resid_logits)
     else:
         logits = torch.addmm(resid_logits, activation(pre, mlp.act), W_post)
-    return _Permute.apply(logits, plan.unsort, plan.order)
-
-
-class _Permute(torch.autograd.Function):
-    """``x[index]`` for a permutation ``index`` whose inverse is ``inverse``: the gradient is
-    another gather, not index_select's scatter-add."""
-
-    @staticmethod
-    def forward(ctx, x, index, inverse):  # type: ignore[override]
-        ctx.save_for_backward(inverse)
-        return x.index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        (inverse,) = ctx.saved_tensors
-        return g.index_select(0, inverse), None, None
+    return logits.index_select(0, plan.unsort)
 
 
 class _ReluThenProduct(torch.autograd.Function):

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from .data import Dataset
 from .factory import Model
 from .fast import exact_logits_fn
+from .methods import float64_logits
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def _pair_loss(n: int, eq_token: int) -> Any:
     def loss(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         pair, answer = input_ids[:, 0], input_ids[:, 1]
         tokens = torch.stack([pair // n, pair % n, torch.full_like(pair, eq_token)], dim=1)
-        logits = model(tokens).double()
+        logits = float64_logits(model(tokens))
         if not torch.isfinite(logits).all():
             from devinterp.slt.lm_loss import NonFiniteLogitsError  # optional extra
 

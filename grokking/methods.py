@@ -55,7 +55,9 @@ class _Float64Logits(torch.autograd.Function):
 
 def float64_logits(logits: torch.Tensor) -> torch.Tensor:
     """The logits in float64 for a loss: float32 log-softmax underflows on confident
-    predictions. The gradient comes back without subnormals (see :class:`_Float64Logits`)."""
+    predictions. The gradient comes back without subnormals (see :class:`_Float64Logits`).
+    Every loss that trains takes its float64 here: the run's, a stacked batch's per-run
+    means (:func:`per_example_loss`) and the LLC's sampler."""
     if logits.dtype == torch.float64 or not torch.is_grad_enabled() or not logits.requires_grad:
         return logits.to(torch.float64)
     return _Float64Logits.apply(logits)
@@ -83,7 +85,7 @@ def per_example_loss(cfg: Config, logits: torch.Tensor, labels: torch.Tensor) ->
     """Unreduced float64 loss, for evaluation and for the per-run means of a stacked batch."""
     if cfg.loss == "stablemax":
         return -_stablemax_log_probabilities(logits).gather(-1, labels[:, None])[:, 0]
-    return F.cross_entropy(logits.to(torch.float64), labels, reduction="none")
+    return F.cross_entropy(float64_logits(logits), labels, reduction="none")
 
 
 def loss_function(cfg: Config) -> LossFn:
