@@ -49,6 +49,7 @@ from .rundir import (
     SUMMARY,
     RunDirError,
     RunLock,
+    SnapshotEpochs,
     StorageError,
     atomic_write_json,
     first_at,
@@ -104,6 +105,7 @@ class Run:
     summary: dict[str, Any] | None = None
     metrics_file: IO[str] | None = None
     run_id: str | None = None  # made when the run directory is created; kept by every resume
+    _snapshots: tuple[tuple[int, int, int], SnapshotEpochs] | None = field(default=None, repr=False)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -111,8 +113,13 @@ class Run:
         return {"run_id": self.run_id, "config_key": self.cfg.key()}
 
     @property
-    def snapshot_at(self):
-        return snapshot_epochs(self.cfg)
+    def snapshot_at(self) -> SnapshotEpochs:
+        # Asked every epoch: the log-spaced epochs are computed once per schedule.
+        cfg = self.cfg
+        key = (cfg.checkpoint_every, cfg.epochs, cfg.checkpoint_log)
+        if self._snapshots is None or self._snapshots[0] != key:
+            self._snapshots = (key, snapshot_epochs(cfg))
+        return self._snapshots[1]
 
     @property
     def step_count(self) -> int:

@@ -244,14 +244,18 @@ class _BagPlan:
         return self._transpose
 
 
-_last_plan: _BagPlan | None = None  # full-batch training passes the same tokens every step
+# Full-batch training passes the same tokens every step, and evaluation its own between steps:
+# the two most recent plans are kept, so that neither rebuilds the other's.
+_recent_plans: list[_BagPlan] = []
 
 
 def _bag_plan(tokens: torch.Tensor, n_heads: int, d_vocab: int) -> _BagPlan:
-    global _last_plan
-    if _last_plan is None or not _last_plan.matches(tokens, n_heads, d_vocab):
-        _last_plan = _BagPlan(tokens, n_heads, d_vocab)
-    return _last_plan
+    for plan in _recent_plans:
+        if plan.matches(tokens, n_heads, d_vocab):
+            return plan
+    plan = _BagPlan(tokens, n_heads, d_vocab)
+    _recent_plans[:] = [plan, *_recent_plans[:1]]
+    return plan
 
 
 class _TokenTableMix(torch.autograd.Function):

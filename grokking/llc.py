@@ -27,12 +27,11 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data import Dataset
 from .factory import Model
 from .fast import exact_logits_fn
-from .methods import float64_logits
+from .methods import cross_entropy_float64, float64_cross_entropy_per_example
 
 
 @dataclass(frozen=True)
@@ -137,12 +136,12 @@ def _pair_loss(n: int, eq_token: int) -> Any:
     def loss(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         pair, answer = input_ids[:, 0], input_ids[:, 1]
         tokens = torch.stack([pair // n, pair % n, torch.full_like(pair, eq_token)], dim=1)
-        logits = float64_logits(model(tokens))
+        logits = model(tokens)
         if not torch.isfinite(logits).all():
             from devinterp.slt.lm_loss import NonFiniteLogitsError  # optional extra
 
             raise NonFiniteLogitsError("non-finite logits")
-        return F.cross_entropy(logits, answer, reduction="none")[:, None]
+        return float64_cross_entropy_per_example(logits, answer)[:, None]
 
     return loss
 
@@ -215,7 +214,7 @@ def mala_acceptance(model: Model, dataset: Dataset, settings: LLCSettings = DEFA
             for p, w in zip(params, weights):
                 p.copy_(w)
         model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(plain(tokens).double(), labels)
+        loss = cross_entropy_float64(plain(tokens), labels)
         local = float(sum(((w - s).double() ** 2).sum() for w, s in zip(weights, start)))
         (n_beta * loss).backward()
         grads = [p.grad.detach().clone() + gamma * (w - s) for p, w, s in zip(params, weights, start)]

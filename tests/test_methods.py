@@ -23,6 +23,7 @@ from grokking.methods import (
     MuonAdamW,
     build_optimizer,
     cross_entropy_float64,
+    float64_cross_entropy_per_example,
     is_hidden_matrix,
     newton_schulz,
     orthogonalize_gradients,
@@ -190,6 +191,44 @@ def test_the_float64_loss_returns_the_seed_gradient_with_subnormal_entries_flush
     by_hand = (torch.softmax(logits.double(), -1) - F.one_hot(labels, 4).double()) / 3
     assert torch.allclose(ours.grad.double(), torch.where(by_hand.abs() > tiny, by_hand, 0.0), rtol=1e-6, atol=0)
     assert torch.equal(loss, F.cross_entropy(logits.double(), labels))
+
+
+def test_the_float64_cross_entropy_is_torch_s_per_example_and_through_any_upstream_gradient():
+    # The stacked batch's objective weighs each example by its run's mask / n_train: the
+    # gradient must be right for any upstream gradient, not only the mean's 1/N.
+    torch.manual_seed(0)
+    logits = torch.randn(257, 114) * 8
+    logits[0] = torch.linspace(-1e4, 1e4, 114)  # a row that needs the shift by its maximum
+    labels = torch.randint(0, 113, (257,))
+    weights = torch.rand(257, dtype=torch.float64)
+    ours, torchs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    loss = float64_cross_entropy_per_example(ours, labels)
+    expected = F.cross_entropy(torchs.to(torch.float64), labels, reduction="none")
+    assert loss.dtype == torch.float64 and loss.shape == (257,)
+    assert torch.allclose(loss, expected, rtol=1e-13, atol=1e-13)
+    (loss * weights).sum().backward()
+    (expected * weights).sum().backward()
+    assert ours.grad.dtype == torch.float32
+    # the same float64 gradient, rounded once to float32: equal, or one float32 step apart
+    step = torch.finfo(torch.float32).eps * torchs.grad.abs()
+    assert ((ours.grad - torchs.grad).abs() <= step).all()
+    assert (ours.grad != 0).sum() > 257 * 100  # a real comparison, not of zeros
+
+
+def test_the_float64_cross_entropy_leaves_float64_logits_alone_and_keeps_the_labels_shape():
+    torch.manual_seed(1)
+    logits = torch.randn(5, 3, 7, dtype=torch.float64, requires_grad=True)  # a sequence task: [N, L, C]
+    before = logits.detach().clone()
+    labels = torch.randint(0, 7, (5, 3))
+    loss = float64_cross_entropy_per_example(logits, labels)
+    assert loss.shape == (5, 3)
+    assert torch.equal(logits.detach(), before)  # not shifted or exponentiated in place
+    loss.sum().backward()
+    by_hand = torch.softmax(before, -1) - F.one_hot(labels, 7).double()
+    assert logits.grad.dtype == torch.float64
+    assert torch.allclose(logits.grad, by_hand, rtol=1e-12, atol=1e-15)
+    assert torch.allclose(cross_entropy_float64(logits, labels),
+                          F.cross_entropy(before.flatten(0, 1), labels.flatten()), rtol=1e-14)
 
 
 # --- ⊥Grad ---------------------------------------------------------------------------------------------------
