@@ -229,6 +229,11 @@ def test_the_float64_cross_entropy_leaves_float64_logits_alone_and_keeps_the_lab
     assert torch.allclose(logits.grad, by_hand, rtol=1e-12, atol=1e-15)
     assert torch.allclose(cross_entropy_float64(logits, labels),
                           F.cross_entropy(before.flatten(0, 1), labels.flatten()), rtol=1e-14)
+    # The backward reuses its saved exponentials in place: a second pass must refuse, not misread them.
+    again = cross_entropy_float64(logits, labels)
+    again.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        again.backward()
 
 
 # --- ⊥Grad ---------------------------------------------------------------------------------------------------
