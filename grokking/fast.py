@@ -244,17 +244,17 @@ class _BagPlan:
         return self._transpose
 
 
-# Full-batch training passes the same tokens every step, and evaluation its own between steps:
-# the two most recent plans are kept, so that neither rebuilds the other's.
+# Full-batch training passes the same tokens every step, and evaluation its own between steps
+# (a fresh slice each time): the two most recently used plans are kept, so that evaluation
+# never evicts the training plan.
 _recent_plans: list[_BagPlan] = []
 
 
 def _bag_plan(tokens: torch.Tensor, n_heads: int, d_vocab: int) -> _BagPlan:
-    for plan in _recent_plans:
-        if plan.matches(tokens, n_heads, d_vocab):
-            return plan
-    plan = _BagPlan(tokens, n_heads, d_vocab)
-    _recent_plans[:] = [plan, *_recent_plans[:1]]
+    plan = next((p for p in _recent_plans if p.matches(tokens, n_heads, d_vocab)), None)
+    if plan is None:
+        plan = _BagPlan(tokens, n_heads, d_vocab)
+    _recent_plans[:] = [plan, *(p for p in _recent_plans if p is not plan)][:2]
     return plan
 
 

@@ -49,8 +49,13 @@ class _Float64Logits(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        # hardshrink: x where |x| > the smallest normal number, else 0, in one pass
-        return F.hardshrink(grad.to(ctx.dtype), torch.finfo(ctx.dtype).tiny)
+        return _cast_without_subnormals(grad, ctx.dtype)
+
+
+def _cast_without_subnormals(grad: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A float64 gradient in ``dtype``, entries below its smallest normal number set to 0
+    (``hardshrink``: the cast and the flush in two passes, no mask tensor)."""
+    return F.hardshrink(grad.to(dtype), torch.finfo(dtype).tiny)
 
 
 def float64_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -95,8 +100,7 @@ class _Float64CrossEntropy(torch.autograd.Function):
         # two dimensions is refused under torch.use_deterministic_algorithms).
         rows = torch.arange(len(labels), device=labels.device)
         grad_logits.index_put_((rows, labels), grad_logits[rows, labels] - grad[:, 0])
-        # hardshrink: x where |x| > the smallest normal number, else 0, in one pass
-        return F.hardshrink(grad_logits.to(ctx.dtype), torch.finfo(ctx.dtype).tiny), None
+        return _cast_without_subnormals(grad_logits, ctx.dtype), None
 
 
 def float64_cross_entropy_per_example(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

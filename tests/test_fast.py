@@ -84,6 +84,23 @@ def test_token_tables_follow_the_inputs_they_are_given():
     check(x[:40])
 
 
+def test_evaluation_between_training_steps_keeps_the_training_lookup_plan():
+    # Evaluation passes a fresh slice of every pair each time; it must not evict the plan the
+    # full-batch steps reuse (whose transpose and sparse pattern are built on the first backward).
+    from grokking import fast
+
+    trainer = Trainer(Config(p=23, d_model=32, d_mlp=64, frac=0.5), None, progress=False)
+    group = trainer.group
+    heads, vocab = trainer.cfg.n_heads, trainer.cfg.d_vocab
+    group.train_epoch()
+    plan = fast._bag_plan(group.train_tokens, heads, vocab)
+    assert plan._transpose is not None  # the step's backward built it
+    for _ in range(3):
+        group.evaluate()
+        group.train_epoch()
+        assert fast._bag_plan(group.train_tokens, heads, vocab) is plan
+
+
 def test_canonical_config_trains_on_the_fast_path(tmp_path):
     trainer = Trainer(Config(epochs=1, checkpoint_log=0, report=False), tmp_path / "run", progress=False)
     assert trainer.logits_fn is last_position_logits
