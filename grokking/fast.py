@@ -111,8 +111,27 @@ def last_position_logits(model: Model, tokens: torch.Tensor) -> torch.Tensor:
     :class:`~grokking.model.StackedTransformer`, ``tokens`` is ``[K, B, 3]`` (or ``[B, 3]`` for
     every run) and the logits ``[K, B, d_vocab]``. One computation serves both: a single model's
     weights are read as a stack of one. Only the operands are read (the third token is ``=``)."""
+    return _last_position_logits(model, tokens, keep_plan_order=False)[0]
+
+
+def logits_in_any_order(logits_fn: "LogitsFn", model: Model, tokens: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``logits_fn(model, tokens)`` with its rows possibly permuted: ``(logits, order)``, where
+    ``logits[i]`` is the row of ``tokens[order[i]]`` (``order`` None: the tokens' own order).
+
+    The token-table product computes its rows sorted by (a, b). A loss that treats every
+    example alike (a mean of per-example terms) has the same value up to the order of its sum
+    and bit-for-bit the same gradients with ``labels[order]`` as with the rows put back, and
+    skips that permutation and its gradient (a ``[B, d_vocab]`` copy each way)."""
+    if logits_fn is last_position_logits:
+        return _last_position_logits(model, tokens, keep_plan_order=True)
+    return logits_fn(model, tokens), None
+
+
+def _last_position_logits(model: Model, tokens: torch.Tensor, keep_plan_order: bool
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(model, MLP):
-        return mlp_logits(model, tokens)
+        return mlp_logits(model, tokens), None
     stacked = isinstance(model, StackedTransformer)
     a, b = tokens[..., 0], tokens[..., 1]
 
@@ -156,7 +175,9 @@ def last_position_logits(model: Model, tokens: torch.Tensor) -> torch.Tensor:
     scores = torch.cat([rows[..., :n_heads], score_eq[:, None, None].expand(n_runs, n_examples, 1, n_heads)], 2)
     pattern = torch.softmax(scores, dim=2)  # [K, B, 3, H]
     if token_tables:
-        return _logits_through_token_tables(model, tokens, pattern[0], kv01[0, :, :, 1], kv_eq[0, 1], resid_eq[0])
+        logits, plan = _logits_through_token_tables(model, tokens, pattern[0], kv01[0, :, :, 1], kv_eq[0, 1],
+                                                    resid_eq[0])
+        return (logits, plan.order) if keep_plan_order else (logits.index_select(0, plan.unsort), None)
     values01 = rows[..., n_heads:].view(n_runs, n_examples, 2, n_heads, d_head)
     pattern = pattern.unsqueeze(-1)
     z = (pattern[:, :, :2] * values01).sum(2) + pattern[:, :, 2] * kv_eq[:, 1, None]  # [K, B, H, d_head]
@@ -167,7 +188,7 @@ def last_position_logits(model: Model, tokens: torch.Tensor) -> torch.Tensor:
     post = activation(torch.baddbmm(b_in.unsqueeze(1), mlp_in, W_in.transpose(1, 2)), mlp.act)
     resid_post = resid_mid + torch.baddbmm(b_out.unsqueeze(1), post, W_out.transpose(1, 2))
     logits = torch.bmm(_layer_norm(getattr(model, "ln_final", None), resid_post), lead(model.unembed.W_U))
-    return logits if stacked else logits[0]
+    return (logits if stacked else logits[0]), None
 
 
 # --- the token-table product (CPU, no LayerNorm after attention) ----------------------------------
@@ -291,7 +312,8 @@ class _TokenTableMix(torch.autograd.Function):
 
 def _logits_through_token_tables(model: Transformer, tokens: torch.Tensor, pattern: torch.Tensor,
                                  value_table: torch.Tensor, value_eq: torch.Tensor, resid_eq: torch.Tensor
-                                 ) -> torch.Tensor:
+                                 ) -> tuple[torch.Tensor, _BagPlan]:
+    """The logits in the plan's order (sorted by (a, b)), and the plan."""
     attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
     W_U = model.unembed.W_U  # [d_model, V]
     n_heads, d_head = value_eq.shape
@@ -312,7 +334,7 @@ def _logits_through_token_tables(model: Transformer, tokens: torch.Tensor, patte
         logits = _ReluThenProduct.apply(pre, W_post, resid_logits)
     else:
         logits = torch.addmm(resid_logits, activation(pre, mlp.act), W_post)
-    return logits.index_select(0, plan.unsort)
+    return logits, plan
 
 
 class _ReluThenProduct(torch.autograd.Function):

@@ -19,7 +19,7 @@ from .config import Config
 from .data import Dataset
 from .evaluation import FIGURE_KEYS, RunData, evaluate_runs, per_run_train_loss, weight_norms
 from .factory import Model, build_model
-from .fast import keep_freed_memory, select_logits_fn
+from .fast import keep_freed_memory, logits_in_any_order, select_logits_fn
 from .methods import (
     GradFilter,
     build_optimizer,
@@ -79,7 +79,9 @@ class RunGroup:
     def _eager_loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.stacked:
             return per_run_train_loss(self.model, self.data, self.cfgs[0], self.logits_fn).sum()
-        logits = self.logits_fn(self.model, tokens)
+        logits, order = logits_in_any_order(self.logits_fn, self.model, tokens)
+        if order is not None:  # every loss here is a mean of per-example terms
+            labels = labels[order]
         if labels.dim() > 1:  # a sequence task: every answer token of every example, weighted alike
             logits, labels = logits.flatten(0, -2), labels.flatten()
         return self.loss_fn(logits, labels)

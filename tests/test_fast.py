@@ -9,6 +9,7 @@ from grokking.fast import (
     answer_position_logits,
     hooked_last_position_logits,
     last_position_logits,
+    logits_in_any_order,
     select_logits_fn,
     unsupported_reason,
     uses_token_tables,
@@ -99,6 +100,29 @@ def test_evaluation_between_training_steps_keeps_the_training_lookup_plan():
         group.evaluate()
         group.train_epoch()
         assert fast._bag_plan(group.train_tokens, heads, vocab) is plan
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "stablemax"])
+def test_logits_in_plan_order_give_the_same_loss_and_bitwise_the_same_gradients(loss):
+    # Training reads the token-table rows in their sorted order and permutes the labels instead:
+    # the loss may differ only by the order of its float64 sum, the gradients not at all.
+    cfg = Config(p=23, d_model=32, d_mlp=64, loss=loss)
+    model = perturbed(Transformer(cfg, seed=2))
+    tokens, labels = make_dataset(cfg.op, cfg.p, 0.5, 0).split("train")
+    loss_fn = loss_function(cfg)
+    ordered, order = logits_in_any_order(last_position_logits, model, tokens)
+    assert order is not None and not torch.equal(order, torch.arange(len(order)))  # the split is shuffled
+    assert torch.equal(ordered, last_position_logits(model, tokens)[order])
+    params = list(model.parameters())
+    put_back = loss_fn(last_position_logits(model, tokens), labels)
+    permuted = loss_fn(ordered, labels[order])
+    assert abs(permuted.item() - put_back.item()) <= 1e-15 * abs(put_back.item())
+    for p, g_put_back, g_permuted in zip(model.named_parameters(), torch.autograd.grad(put_back, params),
+                                         torch.autograd.grad(permuted, params)):
+        assert torch.equal(g_put_back, g_permuted), p[0]
+    # Every other logits function keeps the tokens' order.
+    logits, none = logits_in_any_order(hooked_last_position_logits, model, tokens)
+    assert none is None and torch.equal(logits, hooked_last_position_logits(model, tokens))
 
 
 def test_canonical_config_trains_on_the_fast_path(tmp_path):
