@@ -6,7 +6,10 @@ Per repetition, interleaved so that machine noise hits every row alike, in this 
    per epoch: by default our transcription of it that ships with the package
    (:mod:`grokking.seed_loop`, ``python -m grokking.seed_loop``, held equal to the shared
    reference by its tests), or any script with the same command line (``--reference PATH``,
-   e.g. ``../shared/reference/seed_reference.py``), run as-is;
+   e.g. ``../shared/reference/seed_reference.py``), run as-is. The packaged loop runs on the
+   bench's device (``--device cuda``: the seed's ``model.to(device)``); another script, whose
+   command line has no ``--device``, runs where it puts itself (the shared reference: the CPU),
+   and the result says where (``seed_loop_device``);
 2. TransformerLens: the same model (``grokking.interop.to_transformer_lens`` of a fresh
    Transformer: a HookedTransformer under TransformerLens 3.x, a TransformerBridge under 4.x)
    trained in this process the way one would train it there: full batch, torch's AdamW with the
@@ -93,10 +96,18 @@ def reference_command(reference: Path) -> list[str]:
     return [sys.executable, str(reference)]
 
 
-def time_reference(reference: Path, cfg: Config, epochs: int, threads: int) -> float:
+def reference_device(reference: Path, device: torch.device) -> str:
+    """Where the seed loop runs: the packaged one on the bench's device; another script, whose
+    command line has no ``--device``, where it puts itself (the shared reference: the CPU)."""
+    return device.type if reference == SEED_LOOP else "cpu"
+
+
+def time_reference(reference: Path, cfg: Config, epochs: int, threads: int, device: str = "cpu") -> float:
     """Seconds per epoch of the seed's own loop, as it reports them."""
     cmd = reference_command(reference) + ["--epochs", str(epochs), "--log", str(10**9), "--p", str(cfg.p),
                                           "--frac", str(cfg.frac), "--seed", str(cfg.seed), "--threads", str(threads)]
+    if device != "cpu":
+        cmd += ["--device", device]
     run = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its failure is reported below
     found = re.search(r"seconds_per_epoch\s+([0-9.eE+-]+)", run.stdout)
     if run.returncode != 0 or found is None:
@@ -336,7 +347,8 @@ def run_bench(cfg: Config, epochs: int, reps: int, reference: Path | None, grok:
     with restored_threads(), background_load(background) as pids:
         for _ in range(reps):
             if reference is not None:
-                times["seed_loop"].append(time_reference(reference, cfg, slow_epochs, fixed))
+                times["seed_loop"].append(time_reference(reference, cfg, slow_epochs, fixed,
+                                                         reference_device(reference, device)))
                 threads["seed_loop"].append(fixed)
             if "version" in tl and "unavailable" not in tl:
                 try:
@@ -371,6 +383,7 @@ def run_bench(cfg: Config, epochs: int, reps: int, reference: Path | None, grok:
                     "rows": {row: sorted(set(n)) for row, n in threads.items() if n}, "ours_policy": policies},
         "background_load": {"processes": background, "pids": pids},
         "seed_loop": None if reference is None else ("grokking.seed_loop" if reference == SEED_LOOP else str(reference)),
+        "seed_loop_device": None if reference is None else reference_device(reference, device),
         "transformer_lens": tl,
         "cpu": cpu_info(), "torch": torch.__version__, "transformer_lens_version": tl_version,
     }
@@ -442,7 +455,7 @@ def format_result(r: dict[str, Any]) -> str:
               f"torch {r['torch']}, TransformerLens {r['transformer_lens_version'] or '-'}; threads {requested}; "
               f"background load {load['processes']} busy process{'' if load['processes'] == 1 else 'es'}"),
              f"  {'row':22} {'median':>9}           {'what':28} threads"]
-    notes = {"seed_loop": f"({r['seed_loop']})", "transformer_lens": f"({tl.get('version', '')}, same model)",
+    notes = {"seed_loop": f"({r['seed_loop']}, {r.get('seed_loop_device') or 'cpu'})", "transformer_lens": f"({tl.get('version', '')}, same model)",
              "ours": "(thread policy)" if r["threads"]["requested"] == 0 else "(fixed threads)",
              "ours_1_thread": "(fixed 1 thread)", "floor": "(3 products, fwd + bwd)"}
     for row in ROWS:

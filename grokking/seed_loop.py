@@ -13,7 +13,7 @@ the AdamW recipe and the warm-up match the seed's, so ``--save`` writes a seed-f
 It imports nothing from this package: it runs as ``python -m grokking.seed_loop`` in a
 process of its own, so that the timing is the seed's alone, and it ships in the wheel so
 that ``grokking bench`` needs no checkout. Its command line is the shared reference
-script's (``--p --frac --seed --epochs --log --threads --save``), and so is its output: a
+script's (``--p --frac --seed --epochs --log --threads --save``, plus ``--device``), and so is its output: a
 line ``epoch train_loss test_loss train_acc test_acc`` every ``--log`` epochs and at the
 last, then ``seconds_per_epoch S``. ``tests/test_seed_loop.py`` holds it to that reference.
 """
@@ -124,20 +124,25 @@ def float64_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return -log_probs.gather(-1, labels[:, None]).mean()
 
 
-def _loss(model: SeedTransformer, data: Sequence[Triple], p: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    # Rebuilt from the Python lists on every call, labels too: part of what the seed's epoch costs.
-    logits = model(torch.tensor(data))[:, -1]
-    labels = torch.tensor([(a + b) % p for a, b, _ in data])
+def _loss(model: SeedTransformer, data: Sequence[Triple], p: int,
+          device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # Rebuilt from the Python lists on every call and copied to the device, labels too, as the
+    # seed's full_loss does: part of what the seed's epoch costs.
+    logits = model(torch.tensor(data).to(device))[:, -1]
+    labels = torch.tensor([(a + b) % p for a, b, _ in data]).to(device)
     return float64_cross_entropy(logits, labels), logits, labels
 
 
 def train(p: int = 113, frac: float = 0.3, seed: int = 0, epochs: int = 200, log_every: int = 100,
-          print_fn: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Run the seed's loop; returns its ``final.pth`` dict (``model``, ``optimizer``,
-    ``scheduler``, the loss lists, ``epoch``, the splits) plus ``seconds_per_epoch``."""
+          print_fn: Callable[[str], Any] = print, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Run the seed's loop on ``device`` (the seed's ``model.to(device)``: the weights are drawn
+    on the CPU, so a seed gives the same initial weights everywhere); returns its ``final.pth``
+    dict (``model``, ``optimizer``, ``scheduler``, the loss lists, ``epoch``, the splits) plus
+    ``seconds_per_epoch``."""
+    device = torch.device(device)
     torch.manual_seed(seed)
     train_data, test_data = seed_split(p, frac, seed)
-    model = SeedTransformer(d_vocab=p + 1)
+    model = SeedTransformer(d_vocab=p + 1).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(step / 10, 1))
     train_losses: list[float] = []
@@ -146,8 +151,8 @@ def train(p: int = 113, frac: float = 0.3, seed: int = 0, epochs: int = 200, log
     epoch = -1
     start = time.perf_counter()
     for epoch in range(epochs):
-        train_loss, train_logits, train_labels = _loss(model, train_data, p)
-        test_loss, test_logits, test_labels = _loss(model, test_data, p)  # with autograd on, as the seed
+        train_loss, train_logits, train_labels = _loss(model, train_data, p, device)
+        test_loss, test_logits, test_labels = _loss(model, test_data, p, device)  # with autograd on, as the seed
         train_losses.append(train_loss.item())
         test_losses.append(test_loss.item())
         if epoch % log_every == 0 or epoch == epochs - 1:
@@ -158,6 +163,8 @@ def train(p: int = 113, frac: float = 0.3, seed: int = 0, epochs: int = 200, log
         train_loss.backward()
         optimizer.step()
         scheduler.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     # After the loop, as the seed saves it: the weights have taken one step more than the last losses saw.
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -175,10 +182,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--log", type=int, default=100, help="print the losses every N epochs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--save", default="", help="write the seed's final.pth dict here at the end")
+    parser.add_argument("--device", default="cpu", help="where to train, e.g. cpu or cuda (default: cpu)")
     args = parser.parse_args(argv)
     if args.threads:  # this is a program of its own (a subprocess of the bench): its threads are its to set
         torch.set_num_threads(args.threads)
-    result = train(args.p, args.frac, args.seed, args.epochs, args.log, print_fn=lambda line: print(line, flush=True))
+    result = train(args.p, args.frac, args.seed, args.epochs, args.log, print_fn=lambda line: print(line, flush=True),
+                   device=args.device)
     seconds = result.pop("seconds_per_epoch")
     if args.save:
         torch.save(result, args.save)

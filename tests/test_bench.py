@@ -94,14 +94,14 @@ def test_every_row_every_ratio_and_the_whole_trainer(two_threads):
         assert label in text, label
     for key, value in ratios.items():
         assert f"{value:9.2f}x  {key}" in text, key
-    assert "speed-up vs seed" in text and "(grokking.seed_loop)" in text
+    assert "speed-up vs seed" in text and "(grokking.seed_loop, cpu)" in text and result["seed_loop_device"] == "cpu"
 
 
 def test_threads_n_is_honoured_by_every_row(two_threads, monkeypatch):
     seen: dict[str, list[int]] = {"seed_loop": [], "transformer_lens": [], "floor": [], "ours": []}
     time_reference, time_tl, time_floor = bench.time_reference, bench.time_transformer_lens, bench.time_floor
 
-    def reference(reference, cfg, epochs, threads):
+    def reference(reference, cfg, epochs, threads, device="cpu"):
         seen["seed_loop"].append(threads)  # the seed loop sets its own count from --threads
         return time_reference(reference, cfg, epochs, threads)
 

@@ -106,3 +106,19 @@ def test_bench_times_the_packaged_loop_unless_told_otherwise(tmp_path):
         bench.find_reference(str(tmp_path / "missing.py"))
     seconds = bench.time_reference(bench.SEED_LOOP, Config().replace(p=P), epochs=2, threads=1)
     assert 0 < seconds < 60
+
+
+def test_the_packaged_loop_runs_on_the_benchs_device_and_another_script_where_it_puts_itself(monkeypatch):
+    assert bench.reference_device(bench.SEED_LOOP, torch.device("cuda")) == "cuda"
+    assert bench.reference_device(SEED_REFERENCE.resolve(), torch.device("cuda")) == "cpu"  # it has no --device
+    commands = []
+
+    def fake_run(cmd, **kwargs):
+        commands.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout="seconds_per_epoch 0.25\n", stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    assert bench.time_reference(bench.SEED_LOOP, Config(), 5, 1, "cuda") == 0.25
+    assert bench.time_reference(bench.SEED_LOOP, Config(), 5, 1) == 0.25
+    assert commands[0][-2:] == ["--device", "cuda"] and "--device" not in commands[1]
+
