@@ -3,7 +3,7 @@
 # N_RUNS seeds of the canonical run as one stacked batch, with its run-epochs per second.
 # Runs from a checkout without installing it (PYTHONPATH), under the python3 that holds a CUDA
 # torch:  OUT=gpu_out bash scripts/gpu_check.sh
-# A dry run on a CPU machine:  DEVICE=cpu N_RUNS=2 EXTRA="--p 23 --epochs 200" bash scripts/gpu_check.sh
+# SKIP_BENCH=1 leaves the bench out. A dry run on a CPU machine:  DEVICE=cpu N_RUNS=2 EXTRA="--p 23 --epochs 200" bash scripts/gpu_check.sh
 set -u
 OUT=${OUT:-gpu_out}
 DEVICE=${DEVICE:-cuda}
@@ -18,13 +18,19 @@ grokking() { "$PY" -c 'import sys; from grokking.cli import main; sys.exit(main(
 { nvidia-smi -L 2>/dev/null; "$PY" -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__,
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"; } | tee "$OUT/machine.txt"
 
-tl=()
-"$PY" -c "import transformer_lens" 2>"$OUT/transformer_lens_import.txt" || tl=(--no-transformer-lens)
-echo "== bench ${tl[*]}"
-grokking bench --device "$DEVICE" --grok --reps 3 --json "${tl[@]}" $EXTRA >"$OUT/bench.json"
-echo "bench exit $?"
-"$PY" -c "import json, sys; from grokking.bench import format_result; print(format_result(json.load(open(sys.argv[1]))))" \
-    "$OUT/bench.json" | tee "$OUT/bench.txt"
+echo "== the stacked runs' shared optimiser against each run's own, bit for bit, on $DEVICE"
+GROKKING_TEST_DEVICE=$DEVICE "$PY" -m pytest -q -p no:cacheprovider tests/test_batched.py -k shared_recipe 2>&1 \
+    | tail -5 | tee "$OUT/shared_optimizer_test.txt"
+
+if [ -z "${SKIP_BENCH:-}" ]; then
+  tl=()
+  "$PY" -c "import transformer_lens" 2>"$OUT/transformer_lens_import.txt" || tl=(--no-transformer-lens)
+  echo "== bench ${tl[*]}"
+  grokking bench --device "$DEVICE" --grok --reps 3 --json "${tl[@]}" $EXTRA >"$OUT/bench.json"
+  echo "bench exit $?"
+  "$PY" -c "import json, sys; from grokking.bench import format_result; print(format_result(json.load(open(sys.argv[1]))))" \
+      "$OUT/bench.json" | tee "$OUT/bench.txt"
+fi
 
 echo "== stacked batch of $N_RUNS runs"
 seeds=$(seq -s, 0 $((N_RUNS - 1)))

@@ -1,5 +1,6 @@
 """Batched training: K runs as one model train as K separate runs would."""
 import json
+import os
 
 import pytest
 import torch
@@ -364,3 +365,68 @@ def test_a_run_that_fails_stops_alone_and_keeps_its_last_good_checkpoint(tmp_pat
     assert load_model(outs[1]).meta["epoch"] == 5  # the last good checkpoint
     for k in (0, 2):
         assert_same_curves(read_metrics(outs[k]), separate_records([cfgs[k]])[0])
+
+
+ODD_SIZES = dict(p=7, d_model=20, n_heads=2, d_mlp=36)  # b_out has 20 elements: a vector and a tail
+
+
+@pytest.mark.parametrize("shape", [dict(), ODD_SIZES], ids=["tiny", "odd-sizes-forced"])
+def test_a_shared_recipe_steps_all_runs_in_one_optimiser_exactly_as_each_runs_own(shape):
+    """Runs with one AdamW recipe step through one optimiser over the stacked weights: the same
+    weights and optimiser state, bit for bit, as each run through its own, also after a run
+    leaves the group. Sizes that are not whole vectors keep their own optimisers (the CPU
+    kernel's scalar tail rounds differently), and forcing the shared one on them shows why.
+    ``GROKKING_TEST_DEVICE=cuda`` runs it on a GPU (scripts/gpu_check.sh does)."""
+    device = torch.device(os.environ.get("GROKKING_TEST_DEVICE", "cpu"))
+    cfgs = [tiny_config(seed=s, warmup_steps=3, weight_decay=1.0, lr=3e-3, **shape) for s in range(3)]
+    datasets = [make_dataset(c.op, c.p, c.frac, c.seed).to(device) for c in cfgs]
+    shared, own = (RunGroup(cfgs, datasets, device, stacked=True) for _ in range(2))
+    own.shared = None  # each run through its own optimiser, as for runs with different recipes
+    if shape:
+        assert shared.shared is None
+        shared.SHARED_ALIGNMENT = 1
+        shared.shared = shared._shared_optimizer()
+    assert shared.shared is not None
+    torch.manual_seed(0)
+
+    def step_both(n: int) -> None:
+        for _ in range(n):
+            grads = [torch.randn_like(p) for p in shared.model.parameters()]
+            for group in (shared, own):
+                for p, g in zip(group.model.parameters(), grads):
+                    p.grad = g.clone()
+                group.update()
+
+    def assert_same() -> None:
+        for a, b in zip(shared.model.parameters(), own.model.parameters()):
+            assert torch.equal(a, b)
+        for slot in range(len(shared.cfgs)):
+            (mine, meta), (theirs, their_meta) = shared.state_tensors(slot), own.state_tensors(slot)
+            assert mine.keys() == theirs.keys() and meta == their_meta
+            for key in mine:
+                assert torch.equal(mine[key], theirs[key]), (slot, key)
+
+    step_both(5)
+    if shape and device.type == "cpu":
+        with pytest.raises(AssertionError):
+            assert_same()
+        return
+    assert_same()
+    for group in (shared, own):
+        group.drop([1])
+    assert shared.shared is not None and len(shared.cfgs) == 2
+    step_both(4)
+    assert_same()
+
+
+def test_runs_with_different_recipes_or_per_run_methods_keep_their_own_optimisers():
+    datasets = [make_dataset("add", 13, 0.3, s) for s in range(2)]
+    for changes in (dict(lr=1e-2), dict(weight_decay=0.5), dict(grad_clip=0.5), dict(grokfast="ema"),
+                    dict(optimizer="adam")):
+        cfgs = [tiny_config(seed=0), tiny_config(seed=1, **changes)]
+        if "grokfast" in changes or "grad_clip" in changes or "optimizer" in changes:
+            cfgs[0] = cfgs[0].replace(**changes)
+        assert RunGroup(cfgs, datasets, torch.device("cpu"), stacked=True).shared is None, changes
+    same = [tiny_config(seed=0), tiny_config(seed=1)]
+    assert RunGroup(same, datasets, torch.device("cpu"), stacked=True).shared is not None
+    assert RunGroup(same[:1], datasets[:1], torch.device("cpu")).shared is None  # one run: its own optimiser
