@@ -5,8 +5,9 @@ or an :class:`~grokking.mlp.MLP`, built by :func:`~grokking.factory.build_model`
 Every method of :mod:`grokking.methods` (gradient filter, orthogonalised gradient, clipping,
 optimiser) is written for one run's parameter list; a stacked group applies it to each run's
 parameters as views into the stacked weights, so a run steps the same way alone or in a batch,
-and its state is saved in the single-run checkpoint layout. The loop that drives a group, and
-writes its runs' files, is :class:`grokking.engine.Engine`.
+and its state is saved in the single-run checkpoint layout (runs that share their AdamW recipe
+take one step over the stacked weights instead: the same update, see ``_shared_optimizer``).
+The loop that drives a group, and writes its runs' files, is :class:`grokking.engine.Engine`.
 """
 from __future__ import annotations
 
