@@ -7,6 +7,11 @@ builds), ``fast`` and ``methods``, the ``engine`` (the one epoch loop), then ``t
 ``batched``, ``analysis``, ``sweep`` and, on top, ``cli``.
 """
 from .version import __version__  # noqa: E402
+from .threads import settle_vector_math  # noqa: E402
+
+# Before any parallel exp or log of this process: MKL's first vector-math call is racy across
+# threads, and a fixed thread count is bit-for-bit reproducible only once it has settled.
+settle_vector_math()
 from .config import Config, ConfigError, build_dataset  # noqa: E402
 from .data import OPERATIONS, TOKEN_TASKS, Operation, make_dataset, register_operation  # noqa: E402
 from .model import HookPoint, Transformer  # noqa: E402

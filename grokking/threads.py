@@ -14,6 +14,9 @@ neighbour's load falls on both), keeps the faster, and tries again every ``every
 as soon as an epoch takes much longer than the chosen count's measured time. Which counts were
 used is recorded; another count rounds sums differently, so an automatic run is reproducible
 only in distribution.
+
+A fixed count is reproducible only once MKL's vector math (VML) has chosen its kernels, which
+:func:`settle_vector_math` does at import (see there).
 """
 from __future__ import annotations
 
@@ -22,6 +25,31 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
+
+_vector_math_settled = False
+
+
+def settle_vector_math() -> None:
+    """Make MKL's vector math choose its CPU kernels now, from this thread alone.
+
+    On CPU, PyTorch's ``exp``, ``log`` (and others) call MKL's VML (``vmdExp``, ``vmdLn``, ...)
+    on each thread's chunk. VML finds its CPU type lazily, on its first call in the process, and
+    not atomically (MKL 2024.2, linked into the PyTorch 2.13 CPU wheels,
+    ``mkl_vml_serv_cpu_detect``): it stores the raw ``cpuid`` code (9 on this AVX-512 machine)
+    in a static, then the VML type that code maps to (5). A second thread entering VML in that
+    window (the first parallel ``exp`` of a process, both OpenMP threads arriving together) reads
+    the raw code and runs another table's kernel on its whole chunk: here the AVX2 "enhanced
+    performance" ``exp``, relative error up to 3.3e-9 instead of 1 ulp. So step 0's float64
+    cross-entropy of the canonical run at 2 threads came out different in 1 process in 20-30
+    (its gradient, at learning rate 0, reaches AdamW's moments: the weights differ from epoch 2
+    on), and in 2 of 5 when a matrix product just before has both threads spinning. Every later
+    call is right. One call of one element, serial, before any parallel region, sets the static
+    for the whole process (about 0.7 ms, once; nothing per step); idempotent, harmless without
+    MKL."""
+    global _vector_math_settled
+    if not _vector_math_settled:
+        torch.ones(1, dtype=torch.float64).exp_()
+        _vector_math_settled = True
 
 
 class ThreadPolicy:

@@ -1,12 +1,18 @@
 """The thread policy: a fixed count stays fixed; the automatic one keeps the faster count,
 tries again on schedule and when epochs slow down, and the process's count is restored."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 from conftest import tiny_config
 from test_reliability import metrics_without_seconds
 
 from grokking.rundir import read_metrics
+from grokking import threads
 from grokking.threads import ThreadPolicy, restored_threads
 from grokking.train import resume, train
 
@@ -100,3 +106,44 @@ def test_a_fixed_count_resumes_bit_for_bit(tmp_path):
         resume(tmp_path / "parts", progress=False, epochs=40)
         whole, parts = metrics_without_seconds(tmp_path / "whole"), metrics_without_seconds(tmp_path / "parts")
         assert whole == parts and {r["threads"] for r in whole} == {2}
+
+
+# A fresh process's first float64 cross-entropy at 2 threads, and its second. Before it, a matrix
+# product leaves both OpenMP threads spinning, so that they enter the loss's exp together: the
+# moment MKL's vector math, unsettled, picks a wrong kernel for one thread's chunk.
+_FIRST_LOSS = """
+import hashlib, torch
+from grokking.methods import float64_cross_entropy_per_example
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+logits, labels = torch.randn(3830, 114, generator=g), torch.randint(0, 114, (3830,), generator=g)
+a, b = torch.randn(3830, 128, generator=g), torch.randn(128, 512, generator=g)
+(a @ b).sum()
+first = float64_cross_entropy_per_example(logits, labels)
+second = float64_cross_entropy_per_example(logits, labels)
+print(torch.equal(first, second), hashlib.sha256(first.numpy().tobytes()).hexdigest())
+"""
+
+
+def test_importing_the_package_settles_the_vector_math():
+    assert threads._vector_math_settled
+    threads.settle_vector_math()  # idempotent
+    assert threads._vector_math_settled
+
+
+@pytest.mark.slow
+def test_the_first_loss_of_a_process_is_the_same_in_every_process():
+    """Without :func:`grokking.threads.settle_vector_math` at import, about 2 processes in 5
+    computed this first loss with one thread's chunk of ``exp`` off by up to 3.3e-9 (MKL 2024.2,
+    AVX-512): 12 processes all alike then happen about once in a thousand times."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    env.pop("OMP_NUM_THREADS", None)
+    results = []
+    for _ in range(12):
+        proc = subprocess.run([sys.executable, "-c", _FIRST_LOSS], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results.append(tuple(proc.stdout.split()))
+    assert all(same == "True" for same, _ in results), results
+    assert len({digest for _, digest in results}) == 1, results
