@@ -95,6 +95,6 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(tmp_path):
     assert (outside / "run" / "summary.json").is_file() and (outside / "run" / "curves.png").is_file()
     out, timings["bench --reps 1 --timed-epochs 5"] = run(
         [str(grokking), "bench", "--reps", "1", "--timed-epochs", "5", "--threads", "1"], outside, env)
-    assert re.search(r"seed loop\s+[0-9.]+ ms/epoch\s+\(grokking\.seed_loop\)", out), out
+    assert re.search(r"seed loop\s+[0-9.]+ ms/epoch\s+\(grokking\.seed_loop, cpu\)", out), out
     assert re.search(r"speed-up vs seed\s+[0-9.]+x", out), out
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
