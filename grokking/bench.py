@@ -341,14 +341,14 @@ def run_bench(cfg: Config, epochs: int, reps: int, reference: Path | None, grok:
     tl: dict[str, str] = ({"version": tl_version} if tl_version is not None
                           else {"skipped": "--no-transformer-lens"} if not transformer_lens else {"missing": INSTALL_HINT})
     one_thread = cfg.threads == 0 and device.type == "cpu"
+    seed_device = None if reference is None else reference_device(reference, device)
     times: dict[str, list[float]] = {row: [] for row in ROWS}
     threads: dict[str, list[int]] = {row: [] for row in ROWS}
     policies: list[dict[str, Any]] = []
     with restored_threads(), background_load(background) as pids:
         for _ in range(reps):
             if reference is not None:
-                times["seed_loop"].append(time_reference(reference, cfg, slow_epochs, fixed,
-                                                         reference_device(reference, device)))
+                times["seed_loop"].append(time_reference(reference, cfg, slow_epochs, fixed, seed_device))
                 threads["seed_loop"].append(fixed)
             if "version" in tl and "unavailable" not in tl:
                 try:
@@ -383,7 +383,7 @@ def run_bench(cfg: Config, epochs: int, reps: int, reference: Path | None, grok:
                     "rows": {row: sorted(set(n)) for row, n in threads.items() if n}, "ours_policy": policies},
         "background_load": {"processes": background, "pids": pids},
         "seed_loop": None if reference is None else ("grokking.seed_loop" if reference == SEED_LOOP else str(reference)),
-        "seed_loop_device": None if reference is None else reference_device(reference, device),
+        "seed_loop_device": seed_device,
         "transformer_lens": tl,
         "cpu": cpu_info(), "torch": torch.__version__, "transformer_lens_version": tl_version,
     }
@@ -455,7 +455,8 @@ def format_result(r: dict[str, Any]) -> str:
               f"torch {r['torch']}, TransformerLens {r['transformer_lens_version'] or '-'}; threads {requested}; "
               f"background load {load['processes']} busy process{'' if load['processes'] == 1 else 'es'}"),
              f"  {'row':22} {'median':>9}           {'what':28} threads"]
-    notes = {"seed_loop": f"({r['seed_loop']}, {r.get('seed_loop_device') or 'cpu'})", "transformer_lens": f"({tl.get('version', '')}, same model)",
+    notes = {"seed_loop": f"({r['seed_loop']}, {r.get('seed_loop_device') or 'cpu'})",
+             "transformer_lens": f"({tl.get('version', '')}, same model)",
              "ours": "(thread policy)" if r["threads"]["requested"] == 0 else "(fixed threads)",
              "ours_1_thread": "(fixed 1 thread)", "floor": "(3 products, fwd + bwd)"}
     for row in ROWS:

@@ -85,7 +85,7 @@ class RunGroup:
         (with 64 runs on a GPU, that loop was most of the step). The runs' own optimisers stay,
         for their learning rates and ``state_dict``: their state becomes views into this one's."""
         cfg = self.cfgs[0]
-        if not (self.stacked and FusedAdamW.available() and isinstance(self.optimizers[0], FusedAdamW)):
+        if not (self.stacked and isinstance(self.optimizers[0], FusedAdamW)):
             return None
         if any(c.optimizer != "adamw" or c.grokfast != "none" or c.grad_clip > 0 for c in self.cfgs):
             return None
@@ -96,9 +96,8 @@ class RunGroup:
         # multiple of the vector: 16 floats on AVX-512 (8 on AVX2).
         if any(p.numel() % self.SHARED_ALIGNMENT for p in self.params[0]):
             return None
-        shared = FusedAdamW(list(self.model.parameters()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                            weight_decay=cfg.weight_decay)
-        shared.param_groups[0]["initial_lr"] = cfg.lr
+        shared = build_optimizer(cfg, list(self.model.named_parameters()), fused=True)
+        assert isinstance(shared, FusedAdamW)  # as the runs' own, built the same way
         first = self.optimizers[0]
         if first.state:  # runs that have stepped (a group rebuilt by drop): their states, stacked
             for stacked, views in zip(shared.param_groups[0]["params"], zip(*self.params)):

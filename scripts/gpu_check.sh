@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 BATCH_TIMEOUT=${BATCH_TIMEOUT:-330}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-grokking() { "$PY" -c 'import sys; from grokking.cli import main; sys.exit(main())' "$@"; }
+grokking=("$PY" -c 'import sys; from grokking.cli import main; sys.exit(main())')  # the CLI, uninstalled
 
 { nvidia-smi -L 2>/dev/null; "$PY" -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__,
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"; } | tee "$OUT/machine.txt"
@@ -26,7 +26,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   tl=()
   "$PY" -c "import transformer_lens" 2>"$OUT/transformer_lens_import.txt" || tl=(--no-transformer-lens)
   echo "== bench ${tl[*]}"
-  grokking bench --device "$DEVICE" --grok --reps 3 --json "${tl[@]}" $EXTRA >"$OUT/bench.json"
+  "${grokking[@]}" bench --device "$DEVICE" --grok --reps 3 --json "${tl[@]}" $EXTRA >"$OUT/bench.json"
   echo "bench exit $?"
   "$PY" -c "import json, sys; from grokking.bench import format_result; print(format_result(json.load(open(sys.argv[1]))))" \
       "$OUT/bench.json" | tee "$OUT/bench.txt"
@@ -35,7 +35,7 @@ fi
 echo "== stacked batch of $N_RUNS runs"
 seeds=$(seq -s, 0 $((N_RUNS - 1)))
 start=$(date +%s.%N)
-timeout "$BATCH_TIMEOUT" "$PY" -c 'import sys; from grokking.cli import main; sys.exit(main())' batch \
+timeout "$BATCH_TIMEOUT" "${grokking[@]}" batch \
     --out "$OUT/batch" --grid "seed=$seeds" --strategy stacked --device "$DEVICE" --quiet \
     --stop-at-test-acc 0.99 $EXTRA >"$OUT/batch_log.txt" 2>&1
 status=$?
@@ -43,6 +43,7 @@ end=$(date +%s.%N)
 "$PY" - "$OUT" "$start" "$end" "$status" <<'EOF' | tee "$OUT/batch.txt"
 import json, statistics, sys
 from pathlib import Path
+from grokking.rundir import read_metrics
 out, start, end, status = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 wall = end - start
 manifest = out / "batch" / "batch.json"
@@ -52,8 +53,8 @@ if manifest.exists():  # finished: the summaries
     grokked = [r["epoch_test_acc_99"] for r in runs if r["epoch_test_acc_99"] is not None]
 else:  # stopped by the timeout: what the metrics had reached
     epochs, grokked = [], []
-    for metrics in sorted((out / "batch" / "runs").glob("*/metrics.jsonl")):
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    for run in sorted((out / "batch" / "runs").iterdir()):
+        records = read_metrics(run)
         epochs.append(max((r.get("epoch", 0) for r in records), default=0))
         at = next((r["epoch"] for r in records if r.get("test_acc", 0) >= 0.99), None)
         if at is not None:
